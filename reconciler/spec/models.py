@@ -1,0 +1,246 @@
+"""Pydantic models of the three manifest kinds: Model, WorkerSelector, Cluster.
+
+Keys are camelCase in YAML and snake_case in Python. Every model forbids unknown
+keys and is strict: YAML ``"2"`` is not the integer 2, as in Kubernetes.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic.alias_generators import to_camel
+
+API_VERSION: Final = "reconciler/v1"
+
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+Backend = Literal["auto", "llama-box", "llama-cpp", "vllm", "sglang", "vox-box", "mindie", "custom"]
+Category = Literal["llm", "embedding", "reranker", "image", "speech-to-text", "text-to-speech"]
+Placement = Literal["spread", "binpack"]
+
+DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
+LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=253)]
+LabelValue = Annotated[str, StringConstraints(max_length=63)]
+EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=256)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+GiB = Annotated[float, Field(ge=0, le=1_048_576)]
+
+
+class Spec(BaseModel):
+    """Base of every manifest model: camelCase aliases, no unknown keys, strict types."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        strict=True,
+        frozen=True,
+        alias_generator=to_camel,
+        populate_by_name=True,
+    )
+
+
+class Metadata(Spec):
+    name: DnsLabel
+    labels: dict[LabelKey, LabelValue] = {}
+
+
+# --- Model -------------------------------------------------------------------------
+
+
+class HuggingFaceSource(Spec):
+    repo: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
+    file: Text | None = None
+    revision: Text | None = None
+
+
+class ModelScopeSource(Spec):
+    repo: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
+    file: Text | None = None
+    revision: Text | None = None
+
+
+class ModelSource(Spec):
+    """Where the weights come from; the loader insists on exactly one field."""
+
+    huggingface: HuggingFaceSource | None = None
+    modelscope: ModelScopeSource | None = None
+    local_path: Text | None = None
+
+    def kind(self) -> str:
+        """The field that is set ("huggingface", "modelscope" or "localPath")."""
+        for name, alias in (("huggingface", "huggingface"), ("modelscope", "modelscope"), ("local_path", "localPath")):
+            if getattr(self, name) is not None:
+                return alias
+        return ""
+
+    def is_gguf(self) -> bool:
+        """True when the source names one GGUF file."""
+        target = (
+            self.local_path
+            or (self.huggingface and self.huggingface.file)
+            or (self.modelscope and self.modelscope.file)
+        )
+        return bool(target) and str(target).lower().endswith(".gguf")
+
+
+class ExtendedKVCache(Spec):
+    ram_ratio: Annotated[float, Field(gt=0, le=64)] = 1.2
+    max_ram_gib: GiB | None = Field(default=None, alias="maxRamGiB")
+    chunk_size: Annotated[int, Field(ge=1, le=65536)] = 256
+
+
+class CustomBackend(Spec):
+    command: Text
+    health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = "/health"
+
+
+class Scheduling(Spec):
+    mode: Literal["auto", "manual"] = "auto"
+    placement: Placement | None = None
+    worker_selector: DnsLabel | None = None
+    match_labels: dict[LabelKey, LabelValue] = {}
+    gpu_selector: list[Text] = []
+    gpus_per_replica: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
+
+
+BackendParameter = (
+    Annotated[str, StringConstraints(max_length=4096)] | list[Annotated[str, StringConstraints(max_length=4096)]]
+)
+
+
+class ModelSpec(Spec):
+    source: ModelSource
+    backend: Backend = "auto"
+    backend_version: Text | None = None
+    replicas: Annotated[int, Field(ge=0, le=1024)] = 1
+    category: Category | None = None
+    scheduling: Scheduling = Scheduling()
+    backend_parameters: list[BackendParameter] = []
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = {}
+    cpu_offloading: bool | None = None
+    distributed_inference: bool | None = None
+    restart_on_error: bool = True
+    generic_proxy: bool = False
+    extended_kv_cache: ExtendedKVCache | None = Field(default=None, alias="extendedKVCache")
+    custom: CustomBackend | None = None
+
+
+class Model(Spec):
+    api_version: Literal["reconciler/v1"] = API_VERSION
+    kind: Literal["Model"] = "Model"
+    metadata: Metadata
+    spec: ModelSpec
+
+
+# --- WorkerSelector ----------------------------------------------------------------
+
+
+class MatchExpression(Spec):
+    key: LabelKey
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: list[LabelValue] = []
+
+
+class WorkerSelectorSpec(Spec):
+    match_labels: dict[LabelKey, LabelValue] = {}
+    match_expressions: list[MatchExpression] = []
+
+
+class WorkerSelector(Spec):
+    api_version: Literal["reconciler/v1"] = API_VERSION
+    kind: Literal["WorkerSelector"] = "WorkerSelector"
+    metadata: Metadata
+    spec: WorkerSelectorSpec = WorkerSelectorSpec()
+
+
+# --- Cluster -----------------------------------------------------------------------
+
+
+class Agent(Spec):
+    name: DnsLabel
+    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
+    labels: dict[LabelKey, LabelValue] = {}
+
+
+class Reserved(Spec):
+    ram_gib: GiB = Field(default=2.0, alias="ramGiB")
+    vram_gib: GiB = Field(default=1.0, alias="vramGiB")
+
+
+class Defaults(Spec):
+    context_size: Annotated[int, Field(ge=1, le=16_777_216)] = 8192
+    parallel: Annotated[int, Field(ge=1, le=4096)] = 4
+    placement: Placement = "spread"
+
+
+class Reschedule(Spec):
+    grace_period_seconds: Annotated[int, Field(ge=0, le=31_536_000)] = 300
+
+
+DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
+_DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class Sync(Spec):
+    interval: Annotated[str, StringConstraints(pattern=DURATION.pattern)] = "30s"
+    prune: bool = True
+    allow_empty: bool = False
+
+    def interval_seconds(self) -> float:
+        match = DURATION.match(self.interval)
+        assert match is not None  # the field pattern guarantees it
+        return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+class HuggingFaceSettings(Spec):
+    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+
+
+class ApiKey(Spec):
+    name: DnsLabel
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+
+class RouterSettings(Spec):
+    api_keys: list[ApiKey] = []
+
+
+class ClusterSpec(Spec):
+    agents: list[Agent] = []
+    reserved: Reserved = Reserved()
+    port_range: Annotated[str, StringConstraints(pattern=r"^\d{1,5}-\d{1,5}$")] = "40000-40063"
+    defaults: Defaults = Defaults()
+    reschedule: Reschedule = Reschedule()
+    sync: Sync = Sync()
+    huggingface: HuggingFaceSettings = HuggingFaceSettings()
+    router: RouterSettings = RouterSettings()
+
+    @field_validator("port_range")
+    @classmethod
+    def _ordered_ports(cls, value: str) -> str:
+        low, high = (int(part) for part in value.split("-"))
+        if not 1 <= low <= high <= 65535:
+            raise ValueError("must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535")
+        return value
+
+    def ports(self) -> range:
+        low, high = (int(part) for part in self.port_range.split("-"))
+        return range(low, high + 1)
+
+
+class Cluster(Spec):
+    api_version: Literal["reconciler/v1"] = API_VERSION
+    kind: Literal["Cluster"] = "Cluster"
+    metadata: Metadata
+    spec: ClusterSpec = ClusterSpec()
+
+
+Resource = Model | WorkerSelector | Cluster
+KINDS: dict[str, type[Model] | type[WorkerSelector] | type[Cluster]] = {
+    "Model": Model,
+    "WorkerSelector": WorkerSelector,
+    "Cluster": Cluster,
+}

@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from reconciler.errors import Diagnostic
+from reconciler.spec import validate_paths
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def write(tmp_path: Path) -> Callable[..., Path]:
+    """Write dedented YAML text to a file under tmp_path and return its path."""
+
+    def _write(text: str, name: str = "m.yaml") -> Path:
+        path = tmp_path / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(textwrap.dedent(text).lstrip("\n"), encoding="utf-8")
+        return path
+
+    return _write
+
+
+@pytest.fixture
+def errors(write: Callable[..., Path]) -> Callable[[str], list[Diagnostic]]:
+    """Validate one manifest text; return its diagnostics."""
+
+    def _errors(text: str) -> list[Diagnostic]:
+        return list(validate_paths([write(text)]).diagnostics)
+
+    return _errors
