@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
 
+import httpx
 import typer
 
 from reconciler import __version__
-from reconciler.errors import Diagnostic
-from reconciler.spec import validate_paths, write_schemas
+from reconciler.errors import Diagnostic, SpecInvalid
+from reconciler.estimate import Catalog, ModelMetadata, gather, hub_endpoint, load_catalog, save_catalog
+from reconciler.observe import ObservedState, load_snapshot, observe_agents
+from reconciler.plan import Facts, Plan, plan, to_json, to_markdown, to_text
+from reconciler.spec import Desired, load_desired, validate_paths, write_schemas
 
 app = typer.Typer(
     name="reconcile",
@@ -65,6 +70,7 @@ def validate(
             "valid": report.valid,
             "files": report.files,
             "documents": report.documents,
+            "skipped": list(report.skipped),
             "states": [
                 {
                     "root": s.root,
@@ -88,10 +94,103 @@ def validate(
             typer.echo(
                 f"valid: {report.documents} documents in {report.files} files "
                 f"({len(report.states)} desired states, {models} models)"
+                + (f"; skipped {len(report.skipped)} data files (YAML lists)" if report.skipped else "")
             )
         else:
             typer.echo(f"invalid: {len(report.diagnostics)} errors", err=True)
     raise typer.Exit(0 if report.valid else 1)
+
+
+class PlanOutput(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+def _fail(diagnostics: SpecInvalid) -> typer.Exit:
+    for diagnostic in diagnostics.diagnostics:
+        typer.echo(str(diagnostic), err=True)
+    return typer.Exit(1)
+
+
+def read_token(token_file: Path | None) -> str | None:
+    """The agent token from --token-file, else RECONCILER_TOKEN; never printed."""
+    if token_file is not None:
+        try:
+            return token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            typer.echo(f"{token_file}: cannot read the token file: {exc.strerror}", err=True)
+            raise typer.Exit(1) from exc
+    return os.environ.get("RECONCILER_TOKEN") or None
+
+
+def cache_file() -> Path:
+    base = os.environ.get("RECONCILER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "reconciler"
+    )
+    return Path(base) / "metadata.json"
+
+
+def collect_facts(desired: Desired, observed: ObservedState, catalogs: list[Path]) -> Facts:
+    """Model metadata from the catalogs, the cache, the agents and the hub; remembers hub answers."""
+    known: dict[str, ModelMetadata] = {}
+    cache = cache_file()
+    if cache.is_file():
+        try:
+            known.update(load_catalog(cache))
+        except SpecInvalid:
+            cache.unlink(missing_ok=True)  # a damaged cache is only a cache
+    for path in catalogs:
+        known.update(load_catalog(path))
+    recorded: Catalog = known
+    with httpx.Client(timeout=httpx.Timeout(30.0, connect=5.0)) as client:
+        found, failed = gather(
+            desired.models, observed, recorded, client, hub_endpoint(desired.cluster.spec.huggingface.endpoint)
+        )
+    fresh = {k: v for k, v in found.items() if not k.startswith("local:") and k not in known}
+    if fresh:
+        with contextlib.suppress(OSError):  # no writable cache: the next plan reads the hub again
+            save_catalog(cache, {**{k: v for k, v in known.items() if not k.startswith("local:")}, **fresh})
+    return Facts(found, failed)
+
+
+@app.command("plan")
+def plan_command(
+    path: Annotated[Path, typer.Argument(help="The desired-state folder (one Cluster manifest at most).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan; never apply (plan never applies).")] = False,
+    observed: Annotated[
+        Path | None,
+        typer.Option(
+            "--observed", help="An observed-state snapshot (YAML/JSON list of workers) instead of asking the agents."
+        ),
+    ] = None,
+    catalog: Annotated[
+        list[Path] | None,
+        typer.Option("--catalog", help="Recorded model metadata (YAML/JSON), used before the hub. Repeatable."),
+    ] = None,
+    output: Annotated[PlanOutput, typer.Option("--output", "-o", help="text, json or markdown.")] = PlanOutput.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 without changes, 2 with changes, 1 on error.")
+    ] = False,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+) -> None:
+    """Show what apply would change: + create, ~ replace, - delete, each with its reason.
+
+    Without --observed the agents listed in the Cluster manifest are asked for their state
+    (token from --token-file or RECONCILER_TOKEN).
+    """
+    try:
+        desired = load_desired(path)
+        state = (
+            load_snapshot(observed) if observed else observe_agents(desired.cluster.spec.agents, read_token(token_file))
+        )
+        facts = collect_facts(desired, state, catalog or [])
+    except SpecInvalid as exc:
+        raise _fail(exc) from exc
+    result: Plan = plan(desired, state, {}, facts)
+    render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
+    typer.echo(render(result), nl=False)
+    raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)
 
 
 @app.command()

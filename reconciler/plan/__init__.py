@@ -1,1 +1,18 @@
-"""Stage: plan."""
+"""Stage 7: the plan. Diff desired against observed -> create / replace / delete / keep."""
+
+from reconciler.plan.model import Action, PendingReplica, Plan
+from reconciler.plan.output import to_data, to_json, to_markdown, to_text
+from reconciler.plan.planner import Facts, model_hash, plan
+
+__all__ = [
+    "Action",
+    "Facts",
+    "PendingReplica",
+    "Plan",
+    "model_hash",
+    "plan",
+    "to_data",
+    "to_json",
+    "to_markdown",
+    "to_text",
+]

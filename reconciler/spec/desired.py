@@ -45,6 +45,7 @@ class Report:
     diagnostics: tuple[Diagnostic, ...]
     files: int
     documents: int
+    skipped: tuple[str, ...] = ()
 
     @property
     def valid(self) -> bool:
@@ -66,6 +67,11 @@ def _desired(root: str, items: Sequence[Loaded]) -> Desired:
     )
 
 
+def _is_data(documents: Sequence[Document]) -> bool:
+    """Snapshots and catalogs are YAML lists; manifests are always mappings."""
+    return bool(documents) and all(isinstance(d.node, list) for d in documents)
+
+
 def _declares_cluster(documents: Sequence[Document]) -> bool:
     return any(getattr(d.node, "get", lambda _k: None)("kind") == "Cluster" for d in documents)
 
@@ -81,6 +87,7 @@ def validate_paths(paths: Sequence[str | Path]) -> Report:
     diagnostics: list[Diagnostic] = []
     states: list[Desired] = []
     file_count = document_count = 0
+    skipped: list[str] = []
     for given in map(Path, paths):
         if not given.exists():
             diagnostics.append(Diagnostic(str(given), 1, 1, None, None, "no such file or directory"))
@@ -95,6 +102,9 @@ def validate_paths(paths: Sequence[str | Path]) -> Report:
                 continue
             documents, problems = read_documents(str(file), raw)
             diagnostics.extend(problems)
+            if _is_data(documents) and not given.is_file():
+                skipped.append(str(file))
+                continue
             parsed[file] = documents
             document_count += len(documents)
         roots = [] if given.is_file() else sorted({f.parent for f, docs in parsed.items() if _declares_cluster(docs)})
@@ -109,7 +119,9 @@ def validate_paths(paths: Sequence[str | Path]) -> Report:
         for root, items in sorted(groups.items()):
             diagnostics.extend(check(items))
             states.append(_desired(str(root), items))
-    return Report(tuple(states), tuple(sorted(set(diagnostics))), file_count, document_count)
+    return Report(
+        tuple(states), tuple(sorted(set(diagnostics))), file_count - len(skipped), document_count, tuple(skipped)
+    )
 
 
 def load_desired(path: str | Path) -> Desired:

@@ -1,0 +1,317 @@
+"""A GGUF header reader: metadata key/values and tensor infos, never the tensor data.
+
+Works over any :class:`ByteSource`, so a file on a hub is sized with a few HTTP range
+requests instead of a download. Format: https://github.com/ggml-org/ggml/blob/master/docs/gguf.md
+"""
+
+from __future__ import annotations
+
+import re
+import struct
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+
+from reconciler.errors import SourceUnavailable
+from reconciler.observe import GGUFFacts
+
+MAGIC = b"GGUF"
+MAX_STRING = 64 * 1024 * 1024
+MAX_ARRAY = 64 * 1024 * 1024
+MAX_TENSORS = 1_000_000
+
+# ggml type id -> (elements per block, bytes per block)
+GGML_BLOCKS: dict[int, tuple[int, int]] = {
+    0: (1, 4),
+    1: (1, 2),
+    2: (32, 18),
+    3: (32, 20),
+    6: (32, 22),
+    7: (32, 24),
+    8: (32, 34),
+    9: (32, 40),
+    10: (256, 84),
+    11: (256, 110),
+    12: (256, 144),
+    13: (256, 176),
+    14: (256, 210),
+    15: (256, 292),
+    16: (256, 66),
+    17: (256, 74),
+    18: (256, 98),
+    19: (256, 50),
+    20: (32, 18),
+    21: (256, 110),
+    22: (256, 82),
+    23: (256, 136),
+    24: (1, 1),
+    25: (1, 2),
+    26: (1, 4),
+    27: (1, 8),
+    28: (1, 8),
+    29: (256, 56),
+    30: (1, 2),
+    34: (256, 54),
+    35: (256, 66),
+    39: (32, 17),
+    40: (64, 36),
+    41: (128, 18),
+}
+
+_SCALARS: dict[int, tuple[str, int]] = {
+    0: ("<B", 1),
+    1: ("<b", 1),
+    2: ("<H", 2),
+    3: ("<h", 2),
+    4: ("<I", 4),
+    5: ("<i", 4),
+    6: ("<f", 4),
+    7: ("<?", 1),
+    10: ("<Q", 8),
+    11: ("<q", 8),
+    12: ("<d", 8),
+}
+_STRING, _ARRAY = 8, 9
+_LAYER = re.compile(r"^blk\.(\d+)\.")
+
+
+class GGUFError(ValueError):
+    """The bytes are not a GGUF file this reader understands."""
+
+
+class ByteSource(Protocol):
+    def read(self, offset: int, size: int) -> bytes: ...
+
+
+class BlockSource(ABC):
+    """Reads fixed-size blocks once and serves any byte range from them."""
+
+    def __init__(self, block: int = 1024 * 1024) -> None:
+        self.block = block
+        self.blocks: dict[int, bytes] = {}
+
+    @abstractmethod
+    def fetch(self, start: int, size: int) -> bytes:
+        """The bytes of one block (fewer at the end of the file)."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        out = bytearray()
+        while size > 0:
+            number, skip = divmod(offset, self.block)
+            if number not in self.blocks:
+                self.blocks[number] = self.fetch(number * self.block, self.block)
+            chunk = self.blocks[number][skip : skip + size]
+            if not chunk:
+                break
+            out += chunk
+            offset += len(chunk)
+            size -= len(chunk)
+        return bytes(out)
+
+
+class FileSource(BlockSource):
+    def __init__(self, path: str | Path, block: int = 1024 * 1024) -> None:
+        super().__init__(block)
+        self.path = Path(path)
+
+    def fetch(self, start: int, size: int) -> bytes:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(start)
+                return handle.read(size)
+        except OSError as exc:
+            raise SourceUnavailable(f"cannot read {self.path}: {exc.strerror}") from exc
+
+
+class HttpRangeSource(BlockSource):
+    """A remote file read with HTTP Range requests, one block per request."""
+
+    def __init__(
+        self, url: str, client: httpx.Client, block: int = 1024 * 1024, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(block)
+        self.url, self.client = url, client
+        self.headers = headers or {}
+        self.requests = 0
+
+    def fetch(self, start: int, size: int) -> bytes:
+        headers = {**self.headers, "Range": f"bytes={start}-{start + size - 1}"}
+        try:
+            response = self.client.get(self.url, headers=headers, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise SourceUnavailable(f"cannot reach {self.url}: {exc}") from exc
+        self.requests += 1
+        if response.status_code == 416:
+            return b""
+        if response.status_code == 206:
+            return response.content
+        if response.status_code == 200:
+            # A server that ignores Range sends the whole file: keep the block asked for.
+            return response.content[start : start + size]
+        raise SourceUnavailable(f"GET {self.url}: HTTP {response.status_code}")
+
+
+class _Cursor:
+    def __init__(self, source: ByteSource) -> None:
+        self.source, self.offset = source, 0
+
+    def take(self, size: int) -> bytes:
+        data = self.source.read(self.offset, size)
+        if len(data) != size:
+            raise GGUFError(f"file ends at byte {self.offset + len(data)} inside the header")
+        self.offset += size
+        return data
+
+    def scalar(self, kind: int) -> Any:
+        fmt, size = _SCALARS[kind]
+        return struct.unpack(fmt, self.take(size))[0]
+
+    def string(self) -> str:
+        length = self.scalar(10)
+        if length > MAX_STRING:
+            raise GGUFError(f"string of {length} bytes at {self.offset}")
+        return self.take(length).decode("utf-8", errors="replace")
+
+    def value(self, kind: int) -> Any:
+        if kind in _SCALARS:
+            return self.scalar(kind)
+        if kind == _STRING:
+            return self.string()
+        if kind == _ARRAY:
+            item_kind, count = self.scalar(4), self.scalar(10)
+            if count > MAX_ARRAY:
+                raise GGUFError(f"array of {count} items at {self.offset}")
+            if item_kind in _SCALARS:
+                fmt, size = _SCALARS[item_kind]
+                raw = self.take(size * count)
+                return list(struct.unpack(f"<{count}{fmt[1]}", raw))
+            return [self.value(item_kind) for _ in range(count)]
+        raise GGUFError(f"unknown value type {kind} at byte {self.offset}")
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    ggml_type: int
+    offset: int
+
+    @property
+    def elements(self) -> int:
+        count = 1
+        for dim in self.shape:
+            count *= dim
+        return count
+
+    @property
+    def nbytes(self) -> int:
+        if self.ggml_type not in GGML_BLOCKS:
+            raise GGUFError(f"tensor {self.name}: unknown ggml type {self.ggml_type}")
+        block, size = GGML_BLOCKS[self.ggml_type]
+        return self.elements // block * size
+
+
+@dataclass(frozen=True)
+class GGUFHeader:
+    version: int
+    metadata: dict[str, Any]
+    tensors: tuple[TensorInfo, ...]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self.metadata.get(key, default)
+
+    def facts(self) -> GGUFFacts:
+        """The numbers the estimate needs, named the same for every architecture."""
+        arch = str(self.get("general.architecture", "llama"))
+
+        def number(name: str, default: int = 0) -> int:
+            value = self.get(f"{arch}.{name}", default)
+            if isinstance(value, list):  # per-layer values (e.g. head_count_kv): take the largest
+                value = max(value) if value else default
+            return int(value)
+
+        embedding = number("embedding_length")
+        heads = number("attention.head_count")
+        head_dim = embedding // heads if heads else 0
+        layers = number("block_count")
+        layer_bytes = [0] * layers
+        output = embedding_bytes = other = 0
+        for tensor in self.tensors:
+            match = _LAYER.match(tensor.name)
+            if match and int(match.group(1)) < layers:
+                layer_bytes[int(match.group(1))] += tensor.nbytes
+            elif tensor.name.startswith("output"):
+                output += tensor.nbytes
+            elif tensor.name.startswith("token_embd"):
+                embedding_bytes += tensor.nbytes
+            else:
+                other += tensor.nbytes
+        tokens = self.get("tokenizer.ggml.tokens") or []
+        return GGUFFacts(
+            architecture=arch,
+            block_count=layers,
+            embedding_length=embedding,
+            head_count=heads,
+            head_count_kv=number("attention.head_count_kv", heads),
+            key_length=number("attention.key_length", head_dim),
+            value_length=number("attention.value_length", head_dim),
+            context_length=number("context_length"),
+            vocab_size=len(tokens) or number("vocab_size"),
+            sliding_window=number("attention.sliding_window"),
+            has_chat_template=bool(self.get("tokenizer.chat_template")),
+            layer_bytes=layer_bytes,
+            output_bytes=output,
+            embedding_bytes=embedding_bytes,
+            other_bytes=other,
+        )
+
+
+def read_header(source: ByteSource, keep: Callable[[str], bool] = lambda _key: True) -> GGUFHeader:
+    """Parse the header; ``keep`` filters which metadata values are stored."""
+    cursor = _Cursor(source)
+    if cursor.take(4) != MAGIC:
+        raise GGUFError("not a GGUF file (bad magic)")
+    version = cursor.scalar(4)
+    if version not in (2, 3):
+        raise GGUFError(f"GGUF version {version} is not supported (2 and 3 are)")
+    tensor_count, kv_count = cursor.scalar(10), cursor.scalar(10)
+    if tensor_count > MAX_TENSORS or kv_count > MAX_TENSORS:
+        raise GGUFError(f"implausible counts: {tensor_count} tensors, {kv_count} keys")
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = cursor.string()
+        value = cursor.value(cursor.scalar(4))
+        if keep(key):
+            metadata[key] = value
+    tensors = []
+    for _ in range(tensor_count):
+        name = cursor.string()
+        dims = cursor.scalar(4)
+        if dims > 8:
+            raise GGUFError(f"tensor {name} has {dims} dimensions")
+        shape = tuple(cursor.scalar(10) for _ in range(dims))
+        tensors.append(TensorInfo(name, shape, cursor.scalar(4), cursor.scalar(10)))
+    return GGUFHeader(version, metadata, tuple(tensors))
+
+
+def _keep(key: str) -> bool:
+    # The vocabulary's scores and types are large and unused; keep only its tokens' count.
+    return key not in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+
+
+def read_facts(source: ByteSource) -> GGUFFacts:
+    return read_header(source, _keep).facts()
+
+
+def pick_mmproj(files: list[str]) -> str | None:
+    """The ``*mmproj*.gguf`` companion to load, preferring f32 over f16 over the rest."""
+    candidates = sorted(f for f in files if "mmproj" in f.lower() and f.lower().endswith(".gguf"))
+    for precision in ("f32", "f16"):
+        for name in candidates:
+            if precision in name.lower():
+                return name
+    return candidates[0] if candidates else None

@@ -1,0 +1,199 @@
+"""What the agents report: workers, their GPUs, running instances, backends and files.
+
+This is the body of an agent's ``GET /v1/state`` and, as a list, a snapshot file.
+Sizes are bytes; snapshot files may also write them as ``"24 GiB"`` or ``"512MiB"``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+GIB = 1024**3
+MIB = 1024**2
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kib": 1024,
+    "mib": MIB,
+    "gib": GIB,
+    "tib": 1024**4,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "tb": 1000**4,
+}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
+
+
+def _bytes(value: object) -> object:
+    if isinstance(value, str):
+        match = _SIZE.match(value)
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"{value!r} is not a size such as 24GiB, 512 MiB or 1073741824")
+        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+    return value
+
+
+ByteSize = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
+InstanceStatus = Literal[
+    "Pending", "Scheduled", "Downloading", "Starting", "Running", "Error", "Unreachable", "Stopped"
+]
+HelperRole = Literal["rpc-server", "ray-head", "ray-worker"]
+WorkerStatus = Literal["Ready", "NotReady", "Unreachable"]
+
+
+class Observed(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, alias_generator=to_camel, populate_by_name=True)
+
+
+class GPUDevice(Observed):
+    index: Annotated[int, Field(ge=0)]
+    name: str = ""
+    vendor: str = "nvidia"
+    uuid: str = ""
+    memory_total: ByteSize
+    memory_used: ByteSize = 0
+    unified_memory: bool = False
+    utilization: float | None = None
+    temperature: float | None = None
+
+
+class ResourceClaim(Observed):
+    """Memory an instance holds: RAM, and VRAM per GPU index of its worker."""
+
+    ram: ByteSize = 0
+    vram: dict[int, ByteSize] = {}
+
+    @property
+    def vram_total(self) -> int:
+        return sum(self.vram.values())
+
+
+class ModelFileRef(Observed):
+    """Where an instance's weights come from and where they lie on the worker."""
+
+    source: str
+    path: str
+    repo: str = ""
+    file: str = ""
+    revision: str = ""
+
+
+class InstanceSpec(Observed):
+    """One process an agent must run: the wire format of ``PUT /v1/instances``.
+
+    ``spec_hash`` covers everything but the claim; ``model_hash`` covers the inputs
+    that shaped the instance, so the planner can tell "unchanged" without re-rendering.
+    """
+
+    id: str
+    model: str
+    replica: int = 0
+    role: Literal["main", "rpc-server", "ray-head", "ray-worker"] = "main"
+    backend: str
+    argv: list[str]
+    env: dict[str, str] = {}
+    port: int
+    health_path: str = "/v1/models"
+    gpus: list[int] = []
+    claim: ResourceClaim = ResourceClaim()
+    files: list[ModelFileRef] = []
+    restart_on_error: bool = True
+    model_hash: str = ""
+    spec_hash: str = ""
+
+
+class ObservedInstance(InstanceSpec):
+    """An instance as its agent reports it."""
+
+    state: InstanceStatus = "Running"
+    pid: int | None = None
+    message: str = ""
+    restarts: int = 0
+
+
+class InstalledBackend(Observed):
+    name: str
+    version: str = ""
+    path: str = ""
+
+
+class GGUFFacts(Observed):
+    """Header facts of a GGUF file, as the agent that holds it read them.
+
+    ``layerBytes`` may be one number in recorded files: every layer the same size.
+    """
+
+    @model_validator(mode="before")
+    @classmethod
+    def _uniform_layers(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            size = data.get("layerBytes", data.get("layer_bytes"))
+            layers = data.get("blockCount", data.get("block_count"))
+            if isinstance(size, int) and isinstance(layers, int):
+                data = {**data, "layerBytes": [size] * layers}
+                data.pop("layer_bytes", None)
+        return data
+
+    architecture: str
+    block_count: int
+    embedding_length: int
+    head_count: int
+    head_count_kv: int
+    key_length: int
+    value_length: int
+    context_length: int
+    vocab_size: int = 0
+    sliding_window: int = 0
+    has_chat_template: bool = False
+    layer_bytes: list[int] = []
+    output_bytes: int = 0
+    embedding_bytes: int = 0
+    other_bytes: int = 0
+
+
+class ModelFile(Observed):
+    path: str
+    size: ByteSize = 0
+    source: str = ""
+    gguf: GGUFFacts | None = None
+
+
+class Worker(Observed):
+    name: str
+    url: str = ""
+    ip: str = "127.0.0.1"
+    state: WorkerStatus = "Ready"
+    os: str = "linux"
+    arch: str = "x86_64"
+    labels: dict[str, str] = {}
+    cpu_count: int = 1
+    memory_total: ByteSize
+    memory_used: ByteSize = 0
+    gpus: list[GPUDevice] = []
+    instances: list[ObservedInstance] = []
+    backends: list[InstalledBackend] = []
+    files: list[ModelFile] = []
+    ports_in_use: list[int] = []
+    not_ready_seconds: float = 0.0
+    data_dir: str = "/var/lib/reconciler"
+    cache_dir: str = "/var/lib/reconciler/cache"
+
+    def builtin_labels(self) -> dict[str, str]:
+        labels = {"os": self.os, "arch": self.arch, "worker-name": self.name, "gpu.count": str(len(self.gpus))}
+        if self.gpus:
+            labels["gpu.vendor"] = self.gpus[0].vendor
+        return labels
+
+    def all_labels(self) -> dict[str, str]:
+        return {**self.builtin_labels(), **self.labels}
+
+    def backend(self, name: str) -> InstalledBackend | None:
+        return next((b for b in self.backends if b.name == name), None)
+
+    def file(self, path: str) -> ModelFile | None:
+        return next((f for f in self.files if f.path == path), None)

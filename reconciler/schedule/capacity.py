@@ -1,0 +1,70 @@
+"""Allocatable memory per worker and GPU while one plan is being made.
+
+Allocatable = total - claims of placed instances - reserved. On unified-memory
+devices a VRAM claim also comes out of RAM.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+
+from reconciler.observe import GIB, ResourceClaim, Worker
+
+
+def gib(value: float) -> str:
+    return f"{value / GIB:.2f}"
+
+
+class Capacity:
+    """Mutable bookkeeping local to one ``plan()`` call; never shared between calls."""
+
+    def __init__(self, workers: Iterable[Worker], reserved_ram: int, reserved_vram: int) -> None:
+        self.workers = {w.name: w for w in workers}
+        self.reserved_ram = reserved_ram
+        self.reserved_vram = reserved_vram
+        self.ram_claimed: Counter[str] = Counter()
+        self.vram_claimed: Counter[tuple[str, int]] = Counter()
+        self.model_count: Counter[tuple[str, str]] = Counter()  # (worker, model) -> instances
+        self.gpu_model_count: Counter[tuple[str, int, str]] = Counter()
+        self.instance_count: Counter[str] = Counter()
+        self.gpu_instance_count: Counter[tuple[str, int]] = Counter()
+
+    def gpu(self, worker: str, index: int) -> tuple[int, bool] | None:
+        for device in self.workers[worker].gpus:
+            if device.index == index:
+                return device.memory_total, device.unified_memory
+        return None
+
+    def ram_total(self, worker: str) -> int:
+        return self.workers[worker].memory_total
+
+    def ram_allocatable(self, worker: str) -> int:
+        return self.workers[worker].memory_total - self.ram_claimed[worker] - self.reserved_ram
+
+    def vram_total(self, worker: str, index: int) -> int:
+        found = self.gpu(worker, index)
+        return found[0] if found else 0
+
+    def vram_allocatable(self, worker: str, index: int) -> int:
+        return self.vram_total(worker, index) - self.vram_claimed[(worker, index)] - self.reserved_vram
+
+    def fits(self, worker: str, claim: ResourceClaim) -> bool:
+        ram = claim.ram + self._unified(worker, claim)
+        if ram > self.ram_allocatable(worker):
+            return False
+        return all(
+            self.gpu(worker, i) is not None and v <= self.vram_allocatable(worker, i) for i, v in claim.vram.items()
+        )
+
+    def _unified(self, worker: str, claim: ResourceClaim) -> int:
+        return sum(v for i, v in claim.vram.items() if (self.gpu(worker, i) or (0, False))[1])
+
+    def take(self, worker: str, claim: ResourceClaim, model: str) -> None:
+        self.ram_claimed[worker] += claim.ram + self._unified(worker, claim)
+        for index, vram in claim.vram.items():
+            self.vram_claimed[(worker, index)] += vram
+            self.gpu_model_count[(worker, index, model)] += 1
+            self.gpu_instance_count[(worker, index)] += 1
+        self.model_count[(worker, model)] += 1
+        self.instance_count[worker] += 1

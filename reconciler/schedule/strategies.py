@@ -1,0 +1,446 @@
+"""Candidate placements per backend family, tried in GPUStack's order.
+
+llama.cpp family (GGUF): one GPU -> several GPUs of one worker -> several workers
+over RPC -> partial offload -> CPU only. vLLM family: one GPU -> several GPUs of one
+worker (tensor parallel dividing the attention heads) -> several workers over Ray.
+The first level that yields candidates wins; a scorer then picks among them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from reconciler.estimate.claims import RAM_FOOTPRINT, gguf_claim
+from reconciler.observe import GGUFFacts, ResourceClaim, Worker
+from reconciler.schedule.capacity import Capacity, gib
+from reconciler.schedule.placement import Placement, Subordinate
+
+MAX_RPC_SERVERS = 8
+
+
+@dataclass(frozen=True)
+class Request:
+    """One replica to place: its model, backend and the workers that passed the filters."""
+
+    model: str
+    backend: str
+    category: str
+    workers: tuple[Worker, ...]
+    manual_gpus: frozenset[tuple[str, int]] | None = None
+    gpus_per_replica: int | None = None
+    cpu_offloading: bool = True
+    distributed: bool = False
+
+    def gpus(self, capacity: Capacity, worker: Worker) -> list[int]:
+        """The worker's GPUs this request may use, most allocatable first."""
+        indexes = [
+            g.index for g in worker.gpus if self.manual_gpus is None or (worker.name, g.index) in self.manual_gpus
+        ]
+        return sorted(indexes, key=lambda i: (-capacity.vram_allocatable(worker.name, i), i))
+
+
+@dataclass
+class Outcome:
+    candidates: list[Placement] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+# --- llama.cpp family ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GGUFShape:
+    facts: GGUFFacts
+    context: int
+    parallel: int
+    python_server: bool
+    host_bytes: int = 0
+
+
+def _gguf_claim(shape: GGUFShape, gpus: Sequence[int], offload: int, split: Sequence[float]) -> ResourceClaim:
+    claim = gguf_claim(
+        shape.facts,
+        context=shape.context,
+        parallel=shape.parallel,
+        offload=offload,
+        split=split or (1.0,),
+        python_server=shape.python_server,
+        host_bytes=shape.host_bytes,
+    )
+    return ResourceClaim(ram=claim.ram, vram=dict(zip(gpus, claim.vram, strict=False)))
+
+
+def _split(capacity: Capacity, worker: str, gpus: Sequence[int]) -> list[float]:
+    return [max(capacity.vram_allocatable(worker, i), 1) for i in gpus]
+
+
+def _mib_split(claim: ResourceClaim, gpus: Sequence[int]) -> tuple[int, ...]:
+    return tuple(claim.vram[i] // (1024 * 1024) for i in gpus)
+
+
+def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> Outcome:
+    full = shape.facts.block_count + 1
+    fixed = request.gpus_per_replica
+    outcome = Outcome()
+
+    def placement(
+        worker: str,
+        gpus: Sequence[int],
+        offload: int,
+        strategy: str,
+        claim: ResourceClaim,
+        subordinates: tuple[Subordinate, ...] = (),
+    ) -> Placement:
+        split = _mib_split(claim, gpus) if len(gpus) > 1 else ()
+        return Placement(
+            request.backend,
+            worker,
+            tuple(gpus),
+            claim,
+            strategy,
+            offload_layers=offload,
+            tensor_split=split,
+            subordinates=subordinates,
+        )
+
+    levels: list[tuple[str, Callable[[], list[Placement]]]] = []
+
+    def single_gpu() -> list[Placement]:
+        found = []
+        for worker in request.workers:
+            for index in request.gpus(capacity, worker):
+                claim = _gguf_claim(shape, [index], full, (1.0,))
+                if capacity.fits(worker.name, claim):
+                    found.append(placement(worker.name, [index], full, "single-gpu", claim))
+        return found
+
+    def multi_gpu() -> list[Placement]:
+        found = []
+        for worker in request.workers:
+            gpus = request.gpus(capacity, worker)
+            counts = [fixed] if fixed else range(2, len(gpus) + 1)
+            for count in counts:
+                if count < 2 or count > len(gpus):
+                    continue
+                chosen = gpus[:count]
+                claim = _gguf_claim(shape, chosen, full, _split(capacity, worker.name, chosen))
+                if capacity.fits(worker.name, claim):
+                    found.append(placement(worker.name, chosen, full, "multi-gpu", claim))
+                    break
+        return found
+
+    def rpc() -> list[Placement]:
+        found = []
+        for main in request.workers:
+            remote = [(w.name, i) for w in request.workers if w.name != main.name for i in request.gpus(capacity, w)]
+            remote.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))
+            local = [(main.name, i) for i in request.gpus(capacity, main)]
+            for count in range(1, min(len(remote), MAX_RPC_SERVERS) + 1):
+                devices = remote[:count] + local  # llama.cpp lists RPC devices first
+                split = [max(capacity.vram_allocatable(*d), 1) for d in devices]
+                claim = gguf_claim(
+                    shape.facts,
+                    context=shape.context,
+                    parallel=shape.parallel,
+                    offload=full,
+                    split=split,
+                    python_server=shape.python_server,
+                    host_bytes=shape.host_bytes,
+                )
+                per_device = dict(zip(devices, claim.vram, strict=True))
+                main_claim = ResourceClaim(ram=claim.ram, vram={i: per_device[(main.name, i)] for _, i in local})
+                subordinates = tuple(
+                    Subordinate(w, (i,), ResourceClaim(ram=RAM_FOOTPRINT, vram={i: per_device[(w, i)]}), "rpc-server")
+                    for w, i in remote[:count]
+                )
+                if capacity.fits(main.name, main_claim) and all(capacity.fits(s.worker, s.claim) for s in subordinates):
+                    split_mib = tuple(v // (1024 * 1024) for v in claim.vram)
+                    found.append(
+                        Placement(
+                            request.backend,
+                            main.name,
+                            tuple(i for _, i in local),
+                            main_claim,
+                            "rpc",
+                            offload_layers=full,
+                            tensor_split=split_mib,
+                            subordinates=subordinates,
+                        )
+                    )
+                    break
+        return found
+
+    def partial() -> list[Placement]:
+        found: list[Placement] = []
+        for worker in request.workers:
+            gpus = request.gpus(capacity, worker)
+            sets = [gpus[:1]] + ([gpus] if len(gpus) > 1 else [])
+            for chosen in sets:
+                if not chosen:
+                    continue
+                split = _split(capacity, worker.name, chosen)
+                low, high = 0, full - 1
+                while low < high:  # the most layers that still fit
+                    middle = (low + high + 1) // 2
+                    if capacity.fits(worker.name, _gguf_claim(shape, chosen, middle, split)):
+                        low = middle
+                    else:
+                        high = middle - 1
+                if low > 0:
+                    found.append(
+                        placement(worker.name, chosen, low, "partial-offload", _gguf_claim(shape, chosen, low, split))
+                    )
+        most = max((p.offload_layers or 0 for p in found), default=0)
+        return [p for p in found if p.offload_layers == most]
+
+    def cpu() -> list[Placement]:
+        found = []
+        for worker in request.workers:
+            claim = _gguf_claim(shape, [], 0, ())
+            if capacity.fits(worker.name, claim):
+                found.append(placement(worker.name, [], 0, "cpu", claim))
+        return found
+
+    if fixed in (None, 1):
+        levels.append(("single-gpu", single_gpu))
+    if fixed != 1:
+        levels.append(("multi-gpu", multi_gpu))
+    if request.distributed and request.backend == "llama-box" and request.manual_gpus is None:
+        levels.append(("rpc", rpc))
+    if request.cpu_offloading:
+        levels.append(("partial-offload", partial))
+        if request.manual_gpus is None and fixed is None:
+            levels.append(("cpu", cpu))
+    for _, level in levels:
+        outcome.candidates = level()
+        if outcome.candidates:
+            return outcome
+    outcome.notes.append(_gguf_shortfall(request, shape, capacity))
+    return outcome
+
+
+def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
+    full = shape.facts.block_count + 1
+    gpu_claim = gguf_claim(
+        shape.facts,
+        context=shape.context,
+        parallel=shape.parallel,
+        offload=full,
+        python_server=shape.python_server,
+        host_bytes=shape.host_bytes,
+    )
+    cpu_claim = gguf_claim(
+        shape.facts,
+        context=shape.context,
+        parallel=shape.parallel,
+        offload=0,
+        python_server=shape.python_server,
+        host_bytes=shape.host_bytes,
+    )
+    if not request.workers:
+        return "no worker passed the filters"
+    best = max(
+        request.workers,
+        key=lambda w: (
+            sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)),
+            capacity.ram_allocatable(w.name),
+        ),
+    )
+    vram = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in request.gpus(capacity, best))
+    text = (
+        f"the model requires approximately {gib(gpu_claim.vram_total)} GiB VRAM and {gib(gpu_claim.ram)} GiB RAM "
+        f"fully offloaded"
+    )
+    if request.cpu_offloading:
+        text += f", or {gib(cpu_claim.ram)} GiB RAM on CPU"
+    text += (
+        f"; the largest worker ({best.name}) has {gib(vram)} GiB allocatable VRAM over "
+        f"{len(request.gpus(capacity, best))} GPUs and {gib(capacity.ram_allocatable(best.name))} GiB "
+        f"allocatable RAM"
+    )
+    if not request.cpu_offloading:
+        text += "; cpuOffloading is off, so every layer must be on a GPU"
+    return text
+
+
+# --- vLLM family (vLLM, SGLang, MindIE; vox-box and custom on one device) ---------------------
+
+
+@dataclass(frozen=True)
+class GPUShare:
+    estimate: int
+    gmu: float
+    heads: int
+
+
+def _usable(capacity: Capacity, worker: str, index: int, gmu: float) -> bool:
+    total = capacity.vram_total(worker, index)
+    return total > 0 and (gmu <= 0 or capacity.vram_allocatable(worker, index) / total >= gmu)
+
+
+def _per_gpu(capacity: Capacity, worker: str, index: int, gmu: float, estimate: int, single: bool) -> int:
+    if gmu > 0:
+        return int(capacity.vram_total(worker, index) * gmu)
+    return estimate if single else max(capacity.vram_allocatable(worker, index), 0)
+
+
+def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram: int = 0) -> Outcome:
+    outcome = Outcome()
+    fixed = request.gpus_per_replica
+    gmu = share.gmu
+
+    def place(
+        worker: str,
+        gpus: Sequence[int],
+        strategy: str,
+        tp: int = 1,
+        pp: int = 1,
+        subordinates: tuple[Subordinate, ...] = (),
+    ) -> Placement:
+        single = len(gpus) == 1 and not subordinates
+        claim = ResourceClaim(
+            ram=ram, vram={i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
+        )
+        return Placement(
+            request.backend,
+            worker,
+            tuple(gpus),
+            claim,
+            strategy,
+            tensor_parallel=tp,
+            pipeline_parallel=pp,
+            gpu_memory_utilization=gmu if gmu > 0 else None,
+            subordinates=subordinates,
+        )
+
+    def usable(worker: Worker) -> list[int]:
+        return [i for i in request.gpus(capacity, worker) if _usable(capacity, worker.name, i, gmu)]
+
+    if fixed in (None, 1):
+        for worker in request.workers:
+            for index in usable(worker):
+                per = _per_gpu(capacity, worker.name, index, gmu, share.estimate, True)
+                if (
+                    share.estimate <= per
+                    and per <= capacity.vram_allocatable(worker.name, index)
+                    and ram <= capacity.ram_allocatable(worker.name)
+                ):
+                    outcome.candidates.append(place(worker.name, [index], "single-gpu"))
+        if outcome.candidates:
+            return outcome
+    if fixed != 1 and request.backend not in ("vox-box",):
+        divisibility: list[str] = []
+        for worker in request.workers:
+            gpus = usable(worker)
+            for count in [fixed] if fixed else range(2, len(gpus) + 1):
+                if count is None or count < 2 or count > len(gpus):
+                    continue
+                chosen = gpus[:count]
+                total = sum(_per_gpu(capacity, worker.name, i, gmu, share.estimate, False) for i in chosen)
+                if total < share.estimate:
+                    continue
+                if share.heads and share.heads % count:
+                    divisibility.append(
+                        f"Total number of attention heads ({share.heads}) must be divisible by "
+                        f"tensor parallel size ({count})."
+                    )
+                    continue
+                if ram <= capacity.ram_allocatable(worker.name):
+                    outcome.candidates.append(place(worker.name, chosen, "multi-gpu", tp=count))
+                break
+        if outcome.candidates:
+            return outcome
+        outcome.notes.extend(sorted(set(divisibility)))
+        if request.distributed and request.backend == "vllm":
+            outcome.candidates = _ray_candidates(request, share, capacity, usable, place)
+            if outcome.candidates:
+                return outcome
+    outcome.notes.insert(0, _share_shortfall(request, share, capacity, usable))
+    return outcome
+
+
+def _ray_candidates(
+    request: Request,
+    share: GPUShare,
+    capacity: Capacity,
+    usable: Callable[[Worker], list[int]],
+    place: Callable[..., Placement],
+) -> list[Placement]:
+    """Workers with equal GPU counts: TP = GPUs per worker, PP = workers (vLLM over Ray)."""
+    groups: dict[int, list[Worker]] = {}
+    for worker in request.workers:
+        count = len(usable(worker))
+        if count and count == len(request.gpus(capacity, worker)):
+            groups.setdefault(count, []).append(worker)
+    found = []
+    for per_worker, members in sorted(groups.items(), reverse=True):
+        if len(members) < 2 or (share.heads and share.heads % per_worker):
+            continue
+        if request.gpus_per_replica is not None and request.gpus_per_replica % per_worker:
+            continue
+        members.sort(key=lambda w: w.name)
+        for count in range(2, len(members) + 1):
+            chosen = members[:count]
+            if request.gpus_per_replica is not None and count * per_worker != request.gpus_per_replica:
+                continue
+            total = sum(
+                _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for w in chosen for i in usable(w)
+            )
+            if total >= share.estimate:
+                main, rest = chosen[0], chosen[1:]
+                subordinates = tuple(
+                    Subordinate(
+                        w.name,
+                        tuple(usable(w)),
+                        ResourceClaim(
+                            vram={i: _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for i in usable(w)}
+                        ),
+                        "ray-worker",
+                    )
+                    for w in rest
+                )
+                found.append(place(main.name, usable(main), "ray", tp=per_worker, pp=count, subordinates=subordinates))
+                break
+    return found
+
+
+def _share_shortfall(
+    request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]
+) -> str:
+    text = f"the model requires approximately {gib(share.estimate)} GiB VRAM"
+    gpu_workers = [w for w in request.workers if request.gpus(capacity, w)]
+    if not gpu_workers:
+        return text + f"; none of the {len(request.workers)} workers that passed the filters has a GPU"
+    best = max(
+        gpu_workers,
+        key=lambda w: (sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)), w.name),
+    )
+    gpus = request.gpus(capacity, best)
+    allocatable = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in gpus)
+    good = usable(best)
+    text += f"; the largest available worker ({best.name}) has {gib(allocatable)} GiB allocatable VRAM"
+    if share.gmu > 0:
+        providing = sum(_per_gpu(capacity, best.name, i, share.gmu, share.estimate, False) for i in good)
+        text += (
+            f", {len(good)}/{len(gpus)} of its GPUs meet the VRAM utilization ratio ({share.gmu:g}), "
+            f"providing {gib(providing)} GiB"
+        )
+    return text
+
+
+def cpu_candidates(request: Request, ram: int, capacity: Capacity) -> Outcome:
+    outcome = Outcome()
+    for worker in request.workers:
+        claim = ResourceClaim(ram=ram)
+        if capacity.fits(worker.name, claim):
+            outcome.candidates.append(Placement(request.backend, worker.name, (), claim, "cpu"))
+    if not outcome.candidates:
+        best = max(request.workers, key=lambda w: capacity.ram_allocatable(w.name), default=None)
+        where = (
+            f"the largest worker ({best.name}) has {gib(capacity.ram_allocatable(best.name))} GiB allocatable RAM"
+            if best
+            else "no worker passed the filters"
+        )
+        outcome.notes.append(f"the model requires approximately {gib(ram)} GiB RAM; {where}")
+    return outcome
