@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check schemas clean
+.PHONY: install run test check bench schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,15 +14,24 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The quickstart: validate the manifests of one CPU worker serving Gemma 3 270M.
+# The quickstart: one CPU worker serving Gemma 3 270M. Validates the manifests and
+# plans them against the recorded snapshot of that worker.
 run: install
+	scripts/fetch-gemma
 	$(BIN)/reconcile validate examples/quickstart
-	cat examples/quickstart/*.yaml
+	$(BIN)/reconcile plan examples/quickstart --dry-run --observed examples/snapshots/cpu-only.yaml
 
 test: install
 	scripts/check
 
 check: test
+
+# Speed and memory figures (printed, never asserted in tests).
+bench: install
+	scripts/install-llama-cpp
+	scripts/fetch-gemma
+	$(BIN)/python bench/plan_scale.py
+	$(BIN)/python bench/gemma_estimate.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -17,7 +17,7 @@ from reconciler.estimate.metadata import ModelMetadata, source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
 from reconciler.plan.model import Action, PendingReplica, Plan
 from reconciler.render import render_helper, render_main
-from reconciler.schedule import Capacity, ModelContext, Placement, Unschedulable, schedule_replica
+from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
 
 
@@ -150,20 +150,14 @@ def plan(
         reason = gone or ("the model's spec changed" if changed else "its main instance is missing")
         to_place[(model_name, replica)] = (reason, main[0] if main and gone is None else None, group)
 
+    scheduler = Scheduler(observed.workers, capacity, agent_labels)
     for name, ctx in sorted(contexts.items()):
         for replica in range(ctx.model.spec.replicas):
             if (name, replica) in kept:
                 continue
             reason, prefer, old = to_place.get((name, replica), ("new replica", None, None))
             prefer = prefer or assignments.get(f"{name}-{replica}")
-            outcome = schedule_replica(
-                ctx,
-                observed.workers,
-                capacity,
-                desired.selector(ctx.model.spec.scheduling.worker_selector or ""),
-                agent_labels,
-                prefer,
-            )
+            outcome = scheduler.place(ctx, desired.selector(ctx.model.spec.scheduling.worker_selector or ""), prefer)
             old_members = old.members if old else []
             if isinstance(outcome, Unschedulable):
                 pending.append(PendingReplica(name, replica, outcome.reason))

@@ -2,16 +2,16 @@
 
 from reconciler.schedule.capacity import Capacity, gib
 from reconciler.schedule.placement import Placement, Subordinate, Unschedulable
-from reconciler.schedule.scheduler import ModelContext, param_value, resolve_backend, schedule_replica
+from reconciler.schedule.scheduler import ModelContext, Scheduler, param_value, resolve_backend
 
 __all__ = [
     "Capacity",
     "ModelContext",
     "Placement",
+    "Scheduler",
     "Subordinate",
     "Unschedulable",
     "gib",
     "param_value",
     "resolve_backend",
-    "schedule_replica",
 ]

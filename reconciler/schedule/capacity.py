@@ -21,6 +21,12 @@ class Capacity:
 
     def __init__(self, workers: Iterable[Worker], reserved_ram: int, reserved_vram: int) -> None:
         self.workers = {w.name: w for w in workers}
+        self.devices = {
+            (w.name, g.index): (g.memory_total, g.unified_memory) for w in self.workers.values() for g in w.gpus
+        }
+        self.vram_free = {key: total - reserved_vram for key, (total, _) in self.devices.items()}
+        self.largest_gpu = max((total for total, _ in self.devices.values()), default=0)
+        self.gpu_totals = {w.name: [(g.index, g.memory_total) for g in w.gpus] for w in self.workers.values()}
         self.reserved_ram = reserved_ram
         self.reserved_vram = reserved_vram
         self.ram_claimed: Counter[str] = Counter()
@@ -31,10 +37,7 @@ class Capacity:
         self.gpu_instance_count: Counter[tuple[str, int]] = Counter()
 
     def gpu(self, worker: str, index: int) -> tuple[int, bool] | None:
-        for device in self.workers[worker].gpus:
-            if device.index == index:
-                return device.memory_total, device.unified_memory
-        return None
+        return self.devices.get((worker, index))
 
     def ram_total(self, worker: str) -> int:
         return self.workers[worker].memory_total
@@ -43,11 +46,11 @@ class Capacity:
         return self.workers[worker].memory_total - self.ram_claimed[worker] - self.reserved_ram
 
     def vram_total(self, worker: str, index: int) -> int:
-        found = self.gpu(worker, index)
+        found = self.devices.get((worker, index))
         return found[0] if found else 0
 
     def vram_allocatable(self, worker: str, index: int) -> int:
-        return self.vram_total(worker, index) - self.vram_claimed[(worker, index)] - self.reserved_vram
+        return self.vram_free.get((worker, index), -self.reserved_vram)
 
     def fits(self, worker: str, claim: ResourceClaim) -> bool:
         ram = claim.ram + self._unified(worker, claim)
@@ -64,6 +67,8 @@ class Capacity:
         self.ram_claimed[worker] += claim.ram + self._unified(worker, claim)
         for index, vram in claim.vram.items():
             self.vram_claimed[(worker, index)] += vram
+            if (worker, index) in self.vram_free:
+                self.vram_free[(worker, index)] -= vram
             self.gpu_model_count[(worker, index, model)] += 1
             self.gpu_instance_count[(worker, index)] += 1
         self.model_count[(worker, model)] += 1

@@ -9,7 +9,7 @@ from reconciler.estimate.claims import DEFAULT_GMU, vllm_estimate, vox_box_estim
 from reconciler.estimate.metadata import ModelMetadata
 from reconciler.observe import Worker
 from reconciler.schedule.capacity import Capacity
-from reconciler.schedule.filters import filter_workers, has_backend
+from reconciler.schedule.filters import Filtered, filter_workers, has_backend
 from reconciler.schedule.placement import Placement, Unschedulable
 from reconciler.schedule.scorers import best
 from reconciler.schedule.strategies import (
@@ -133,46 +133,114 @@ def _manual_gpus(model: Model) -> frozenset[tuple[str, int]] | None:
     return frozenset((worker, int(index)) for worker, index in (e.rsplit(":", 1) for e in entries))
 
 
-def schedule_replica(
-    ctx: ModelContext,
-    workers: Sequence[Worker],
-    capacity: Capacity,
-    selector: WorkerSelector | None,
-    agent_labels: Mapping[str, Mapping[str, str]],
-    prefer_worker: str | None = None,
-) -> Placement | Unschedulable:
-    model = ctx.model
-    if ctx.metadata is None and ctx.backend != "custom":
-        return Unschedulable(f"cannot read the model's metadata: {ctx.metadata_error or 'unknown source'}")
-    holders = None
-    if model.spec.source.local_path is not None:
-        reported = frozenset(w.name for w in workers if w.file(model.spec.source.local_path) is not None)
-        holders = reported or None  # nobody reports it: the file was read where the reconciler runs
-    manual = _manual_gpus(model)
-    candidates_workers = [w for w in workers if manual is None or any(w.name == name for name, _ in manual)]
-    if manual is not None and not candidates_workers:
-        named = ", ".join(sorted({name for name, _ in manual}))
-        return Unschedulable(f"No suitable workers: gpuSelector names {named}, which no agent reports")
-    filtered = filter_workers(candidates_workers, model, ctx.backend, selector, agent_labels, holders)
-    if not filtered.passed:
-        return Unschedulable(f"No suitable workers: {filtered.summary()}")
-    fixed = model.spec.scheduling.gpus_per_replica
-    request = Request(
-        model=ctx.name,
-        backend=ctx.backend,
-        category=ctx.category,
-        workers=filtered.passed,
-        manual_gpus=manual,
-        gpus_per_replica=fixed if isinstance(fixed, int) else None,
-        cpu_offloading=ctx.cpu_offloading,
-        distributed=ctx.distributed,
-    )
-    outcome = _candidates(ctx, request, capacity)
-    if not outcome.candidates:
-        notes = "; ".join(outcome.notes) or "nothing fits"
-        rejected = f" ({filtered.summary()})" if filtered.rejected else ""
-        return Unschedulable(f"No suitable workers: {notes}{rejected}")
-    return best(outcome.candidates, capacity, ctx.name, ctx.placement, prefer_worker)
+SCORE_ALL_UP_TO = 64
+WINDOW = 8
+
+
+class Scheduler:
+    """Places replicas one after another into one plan's capacity.
+
+    Filter results are cached per plan (they depend on the workers, not on capacity).
+    Past ``SCORE_ALL_UP_TO`` workers, each level stops after ``WINDOW`` candidate
+    workers, taken in an order that rotates from one replica to the next, as
+    kube-scheduler scores a share of the feasible nodes in large clusters.
+    """
+
+    def __init__(
+        self, workers: Sequence[Worker], capacity: Capacity, agent_labels: Mapping[str, Mapping[str, str]]
+    ) -> None:
+        self.workers = tuple(workers)
+        self.capacity = capacity
+        self.agent_labels = agent_labels
+        self._filtered: dict[tuple[object, ...], Filtered] = {}
+        self._failed: dict[tuple[object, ...], Unschedulable] = {}
+        self._offset = 0
+
+    def _filter(
+        self, ctx: ModelContext, selector: WorkerSelector | None, manual: frozenset[tuple[str, int]] | None
+    ) -> Filtered:
+        model = ctx.model
+        local = model.spec.source.local_path
+        key = (
+            selector.metadata.name if selector else None,
+            tuple(sorted(model.spec.scheduling.match_labels.items())),
+            ctx.backend,
+            local,
+            manual,
+        )
+        if key not in self._filtered:
+            holders = None
+            if local is not None:
+                reported = frozenset(w.name for w in self.workers if w.file(local) is not None)
+                holders = reported or None  # nobody reports it: the file was read where the reconciler runs
+            workers = [w for w in self.workers if manual is None or any(w.name == name for name, _ in manual)]
+            self._filtered[key] = filter_workers(workers, model, ctx.backend, selector, self.agent_labels, holders)
+        return self._filtered[key]
+
+    def _order(self, workers: tuple[Worker, ...], prefer: str | None) -> tuple[tuple[Worker, ...], int | None]:
+        if len(workers) <= SCORE_ALL_UP_TO:
+            return workers, None
+        start = self._offset % len(workers)
+        self._offset += WINDOW
+        ordered = workers[start:] + workers[:start]
+        if prefer is not None:
+            ordered = tuple(sorted(ordered, key=lambda w: w.name != prefer))
+        return ordered, WINDOW
+
+    def place(
+        self, ctx: ModelContext, selector: WorkerSelector | None, prefer_worker: str | None = None
+    ) -> Placement | Unschedulable:
+        # Capacity only shrinks within a plan: what failed once fails again for the same needs.
+        needs = (
+            ctx.model.spec.model_dump_json(exclude={"replicas", "env", "restart_on_error", "generic_proxy"}),
+            ctx.backend,
+            ctx.context,
+            ctx.parallel,
+            ctx.gmu,
+            ctx.category,
+            ctx.metadata.source if ctx.metadata else None,
+            selector.metadata.name if selector else None,
+        )
+        if needs in self._failed:
+            return self._failed[needs]
+        outcome = self._place(ctx, selector, prefer_worker)
+        if isinstance(outcome, Unschedulable):
+            self._failed[needs] = outcome
+        return outcome
+
+    def _place(
+        self, ctx: ModelContext, selector: WorkerSelector | None, prefer_worker: str | None
+    ) -> Placement | Unschedulable:
+        model = ctx.model
+        if ctx.metadata is None and ctx.backend != "custom":
+            return Unschedulable(f"cannot read the model's metadata: {ctx.metadata_error or 'unknown source'}")
+        manual = _manual_gpus(model)
+        if manual is not None and not any(w.name == name for w in self.workers for name, _ in manual):
+            named = ", ".join(sorted({name for name, _ in manual}))
+            return Unschedulable(f"No suitable workers: gpuSelector names {named}, which no agent reports")
+        filtered = self._filter(ctx, selector, manual)
+        if not filtered.passed:
+            return Unschedulable(f"No suitable workers: {filtered.summary()}")
+        workers, limit = self._order(filtered.passed, prefer_worker)
+        fixed = model.spec.scheduling.gpus_per_replica
+        request = Request(
+            model=ctx.name,
+            backend=ctx.backend,
+            category=ctx.category,
+            workers=workers,
+            manual_gpus=manual,
+            gpus_per_replica=fixed if isinstance(fixed, int) else None,
+            cpu_offloading=ctx.cpu_offloading,
+            distributed=ctx.distributed,
+            placement=ctx.placement,
+            limit=limit,
+        )
+        outcome = _candidates(ctx, request, self.capacity)
+        if not outcome.candidates:
+            notes = "; ".join(outcome.notes) or "nothing fits"
+            rejected = f" ({filtered.summary()})" if filtered.rejected else ""
+            return Unschedulable(f"No suitable workers: {notes}{rejected}")
+        return best(outcome.candidates, self.capacity, ctx.name, ctx.placement, prefer_worker)
 
 
 def _candidates(ctx: ModelContext, request: Request, capacity: Capacity) -> Outcome:

@@ -74,3 +74,26 @@ def best(
     )
     ranked = sorted(range(len(candidates)), key=lambda i: (-round(scores[i], 9), i))
     return candidates[ranked[0]]
+
+
+def preferred_gpu(
+    options: Sequence[tuple[int, int]], ram: int, capacity: Capacity, worker: str, model: str, placement: str
+) -> int:
+    """Among one worker's fitting GPUs, given as (index, VRAM claim), the one the scorer ranks first.
+
+    The worker part of a score is the same for all GPUs of a worker, so keeping only
+    this GPU per worker ranks candidates exactly as scoring every GPU would.
+    """
+
+    ram_alloc = max(capacity.ram_allocatable(worker), 1)
+    best_index, best_score = options[0][0], -1.0
+    for index, vram in options:
+        if placement == "spread":
+            mine = capacity.gpu_model_count[(worker, index, model)]
+            others = capacity.gpu_instance_count[(worker, index)] - mine
+            score = 1.0 / (1.0 + mine + 0.2 * others)
+        else:
+            score = (ram / ram_alloc * 100 + 2 * vram / max(capacity.vram_allocatable(worker, index), 1) * 100) / 3
+        if round(score, 9) > round(best_score, 9):
+            best_index, best_score = index, score
+    return best_index

@@ -15,6 +15,7 @@ from reconciler.estimate.claims import RAM_FOOTPRINT, gguf_claim
 from reconciler.observe import GGUFFacts, ResourceClaim, Worker
 from reconciler.schedule.capacity import Capacity, gib
 from reconciler.schedule.placement import Placement, Subordinate
+from reconciler.schedule.scorers import preferred_gpu
 
 MAX_RPC_SERVERS = 8
 
@@ -31,13 +32,18 @@ class Request:
     gpus_per_replica: int | None = None
     cpu_offloading: bool = True
     distributed: bool = False
+    placement: str = "spread"
+    limit: int | None = None  # stop a level after this many candidate workers (large clusters)
+
+    def enough(self, found: Sequence[object]) -> bool:
+        return self.limit is not None and len(found) >= self.limit
 
     def gpus(self, capacity: Capacity, worker: Worker) -> list[int]:
         """The worker's GPUs this request may use, most allocatable first."""
-        indexes = [
-            g.index for g in worker.gpus if self.manual_gpus is None or (worker.name, g.index) in self.manual_gpus
-        ]
-        return sorted(indexes, key=lambda i: (-capacity.vram_allocatable(worker.name, i), i))
+        free = capacity.vram_free
+        name = worker.name
+        indexes = [g.index for g in worker.gpus if self.manual_gpus is None or (name, g.index) in self.manual_gpus]
+        return sorted(indexes, key=lambda i: (-free[(name, i)], i))
 
 
 @dataclass
@@ -107,12 +113,39 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
     levels: list[tuple[str, Callable[[], list[Placement]]]] = []
 
     def single_gpu() -> list[Placement]:
-        found = []
+        found: list[Placement] = []
+        whole = gguf_claim(
+            shape.facts,
+            context=shape.context,
+            parallel=shape.parallel,
+            offload=full,
+            python_server=shape.python_server,
+            host_bytes=shape.host_bytes,
+        )
+        vram = whole.vram[0]
+        if vram > capacity.largest_gpu - capacity.reserved_vram:
+            return found
         for worker in request.workers:
-            for index in request.gpus(capacity, worker):
-                claim = _gguf_claim(shape, [index], full, (1.0,))
-                if capacity.fits(worker.name, claim):
-                    found.append(placement(worker.name, [index], full, "single-gpu", claim))
+            if whole.ram > capacity.ram_allocatable(worker.name):
+                continue
+            options = [
+                (i, vram)
+                for i in request.gpus(capacity, worker)
+                if vram <= capacity.vram_allocatable(worker.name, i)
+                and not (capacity.gpu(worker.name, i) or (0, False))[1]
+            ]
+            if options:
+                index = preferred_gpu(options, whole.ram, capacity, worker.name, request.model, request.placement)
+                claim = ResourceClaim.model_construct(ram=whole.ram, vram={index: vram})
+                found.append(placement(worker.name, [index], full, "single-gpu", claim))
+                if request.enough(found):
+                    break
+        if not found:  # unified-memory devices take VRAM from RAM too: check them one by one
+            for worker in request.workers:
+                for index in request.gpus(capacity, worker):
+                    claim = ResourceClaim(ram=whole.ram, vram={index: vram})
+                    if (capacity.gpu(worker.name, index) or (0, False))[1] and capacity.fits(worker.name, claim):
+                        found.append(placement(worker.name, [index], full, "single-gpu", claim))
         return found
 
     def multi_gpu() -> list[Placement]:
@@ -128,6 +161,8 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                 if capacity.fits(worker.name, claim):
                     found.append(placement(worker.name, chosen, full, "multi-gpu", claim))
                     break
+            if request.enough(found):
+                break
         return found
 
     def rpc() -> list[Placement]:
@@ -200,6 +235,8 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
             claim = _gguf_claim(shape, [], 0, ())
             if capacity.fits(worker.name, claim):
                 found.append(placement(worker.name, [], 0, "cpu", claim))
+                if request.enough(found):
+                    break
         return found
 
     if fixed in (None, 1):
@@ -299,7 +336,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         subordinates: tuple[Subordinate, ...] = (),
     ) -> Placement:
         single = len(gpus) == 1 and not subordinates
-        claim = ResourceClaim(
+        claim = ResourceClaim.model_construct(
             ram=ram, vram={i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
         )
         return Placement(
@@ -317,16 +354,33 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
     def usable(worker: Worker) -> list[int]:
         return [i for i in request.gpus(capacity, worker) if _usable(capacity, worker.name, i, gmu)]
 
-    if fixed in (None, 1):
+    largest = capacity.largest_gpu * gmu if gmu > 0 else capacity.largest_gpu - capacity.reserved_vram
+    if fixed in (None, 1) and share.estimate <= largest:
+        free = capacity.vram_free
+        manual = request.manual_gpus
         for worker in request.workers:
-            for index in usable(worker):
-                per = _per_gpu(capacity, worker.name, index, gmu, share.estimate, True)
-                if (
-                    share.estimate <= per
-                    and per <= capacity.vram_allocatable(worker.name, index)
-                    and ram <= capacity.ram_allocatable(worker.name)
-                ):
-                    outcome.candidates.append(place(worker.name, [index], "single-gpu"))
+            name = worker.name
+            if ram > capacity.ram_allocatable(name):
+                continue
+            options = []
+            for index, total in capacity.gpu_totals[name]:
+                if manual is not None and (name, index) not in manual:
+                    continue
+                allocatable = free[(name, index)]
+                if gmu > 0:
+                    if allocatable < total * gmu:  # the VRAM utilization ratio
+                        continue
+                    per = int(total * gmu)
+                else:
+                    per = share.estimate
+                if share.estimate <= per <= allocatable:
+                    options.append((index, per))
+            if options:
+                options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
+                index = preferred_gpu(options, ram, capacity, name, request.model, request.placement)
+                outcome.candidates.append(place(name, [index], "single-gpu"))
+                if request.enough(outcome.candidates):
+                    break
         if outcome.candidates:
             return outcome
     if fixed != 1 and request.backend not in ("vox-box",):
@@ -348,6 +402,8 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                     continue
                 if ram <= capacity.ram_allocatable(worker.name):
                     outcome.candidates.append(place(worker.name, chosen, "multi-gpu", tp=count))
+                break
+            if request.enough(outcome.candidates):
                 break
         if outcome.candidates:
             return outcome
@@ -431,10 +487,12 @@ def _share_shortfall(
 
 def cpu_candidates(request: Request, ram: int, capacity: Capacity) -> Outcome:
     outcome = Outcome()
+    claim = ResourceClaim(ram=ram)
     for worker in request.workers:
-        claim = ResourceClaim(ram=ram)
         if capacity.fits(worker.name, claim):
             outcome.candidates.append(Placement(request.backend, worker.name, (), claim, "cpu"))
+            if request.enough(outcome.candidates):
+                break
     if not outcome.candidates:
         best = max(request.workers, key=lambda w: capacity.ram_allocatable(w.name), default=None)
         where = (
