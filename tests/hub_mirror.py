@@ -36,9 +36,11 @@ class _Handler(BaseHTTPRequestHandler):
             return None
         return self.root / match.group(1) / match.group(3), match.group(3)
 
-    def _send_json(self, status: int, body: object) -> None:
+    def _send_json(self, status: int, body: object, error_code: str | None = None) -> None:
         raw = json.dumps(body).encode()
         self.send_response(status)
+        if error_code:
+            self.send_header("X-Error-Code", error_code)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(raw)))
         self.end_headers()
@@ -50,7 +52,7 @@ class _Handler(BaseHTTPRequestHandler):
         if api:
             repo = self.root / api.group(1)
             if not repo.is_dir():
-                self._send_json(404, {"error": "Repository not found"})
+                self._send_json(404, {"error": "Repository not found"}, "RepoNotFound")
                 return
             siblings = [
                 {"rfilename": str(p.relative_to(repo)), "size": p.stat().st_size}

@@ -12,11 +12,15 @@ import json
 import os
 import re
 import struct
-from collections.abc import Iterable, Mapping
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import httpx
+import httpx2  # huggingface_hub's HTTP client; its errors are translated here
+from huggingface_hub import HfApi, hf_hub_url
+from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -26,6 +30,7 @@ from reconciler.observe import GGUFFacts, ObservedState
 from reconciler.spec import Model, ModelSource
 from reconciler.spec.loader import plain, read_documents
 
+_T = TypeVar("_T")
 MODELSCOPE = "https://modelscope.cn"
 SPLIT_GGUF = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 SPEECH_TYPES = {"whisper": "speech-to-text", "cosyvoice": "text-to-speech", "bark": "text-to-speech"}
@@ -148,11 +153,6 @@ def _config_fields(config: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _safetensors_header(raw: bytes) -> tuple[int, dict[str, Any]]:
-    (length,) = struct.unpack("<Q", raw[:8])
-    return length, json.loads(raw[8 : 8 + length])
-
-
 def _parameters(header: Mapping[str, Any]) -> int:
     count = 0
     for name, tensor in header.items():
@@ -191,33 +191,33 @@ def read_local(key: str, path: Path) -> ModelMetadata:
     )
 
 
-class HubClient:
-    """Hugging Face (or a mirror serving the same paths): file lists, config.json, header ranges."""
+class HubClient(ABC):
+    """A model hub: file lists, small files, and header ranges of large ones."""
 
     def __init__(self, endpoint: str, client: httpx.Client, token: str | None = None) -> None:
         self.endpoint = endpoint.rstrip("/")
         self.client = client
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
+    @abstractmethod
     def files(self, repo: str, revision: str) -> dict[str, int]:
         """File name -> size for every file of the repo."""
-        url = f"{self.endpoint}/api/models/{repo}/revision/{revision}"
-        try:
-            response = self.client.get(url, headers=self.headers, params={"blobs": "true"}, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise SourceUnavailable(f"cannot reach {self.endpoint}: {exc}") from exc
-        if response.status_code in (401, 404):
-            raise SourceUnavailable(f"{repo}: repository not found at {self.endpoint} (HTTP {response.status_code})")
-        if response.status_code != 200:
-            raise SourceUnavailable(f"{repo}: HTTP {response.status_code} from {self.endpoint}")
-        siblings = response.json().get("siblings", [])
-        return {s["rfilename"]: int(s.get("size") or 0) for s in siblings}
 
+    @abstractmethod
     def url(self, repo: str, revision: str, file: str) -> str:
-        return f"{self.endpoint}/{repo}/resolve/{revision}/{file}"
+        """Where one file of the repo is downloaded from."""
 
     def source(self, repo: str, revision: str, file: str) -> HttpRangeSource:
         return HttpRangeSource(self.url(repo, revision, file), self.client, headers=self.headers)
+
+    def parameters(self, repo: str, revision: str, weights: Sequence[str]) -> int:
+        """Parameters counted from each safetensors file's header (a range request each)."""
+        count = 0
+        for name in weights:
+            source = self.source(repo, revision, name)
+            length = struct.unpack("<Q", source.read(0, 8))[0]
+            count += _parameters(json.loads(source.read(8, length)))
+        return count
 
     def read(self, repo: str, revision: str, file: str) -> bytes:
         try:
@@ -227,6 +227,37 @@ class HubClient:
         if response.status_code != 200:
             raise SourceUnavailable(f"{repo}/{file}: HTTP {response.status_code}")
         return response.content
+
+
+class HuggingFaceClient(HubClient):
+    """The Hugging Face hub (or a mirror) through huggingface_hub; header ranges through our reader."""
+
+    def __init__(self, endpoint: str, client: httpx.Client, token: str | None = None) -> None:
+        super().__init__(endpoint, client, token)
+        self.api = HfApi(endpoint=self.endpoint, token=token or False)
+
+    def _call(self, repo: str, what: Callable[[], _T]) -> _T:
+        try:
+            return what()
+        except RepositoryNotFoundError as exc:
+            raise SourceUnavailable(f"{repo}: repository not found at {self.endpoint}") from exc
+        except RevisionNotFoundError as exc:
+            raise SourceUnavailable(f"{repo}: revision not found at {self.endpoint}") from exc
+        except (HfHubHTTPError, httpx.HTTPError, httpx2.HTTPError, OSError) as exc:
+            raise SourceUnavailable(f"{repo}: cannot read from {self.endpoint}: {exc}") from exc
+
+    def files(self, repo: str, revision: str) -> dict[str, int]:
+        info = self._call(repo, lambda: self.api.model_info(repo, revision=revision, files_metadata=True))
+        return {s.rfilename: int(s.size or 0) for s in info.siblings or []}
+
+    def url(self, repo: str, revision: str, file: str) -> str:
+        return hf_hub_url(repo, file, revision=revision, endpoint=self.endpoint)
+
+    def parameters(self, repo: str, revision: str, weights: Sequence[str]) -> int:
+        if not weights:
+            return 0
+        metadata = self._call(repo, lambda: self.api.get_safetensors_metadata(repo, revision=revision))
+        return sum(metadata.parameter_count.values())
 
 
 class ModelScopeClient(HubClient):
@@ -273,12 +304,8 @@ def read_hub(key: str, hub: HubClient, repo: str, revision: str, file: str | Non
     if "config.json" not in files:
         raise SourceUnavailable(f"{repo} has no config.json; name a GGUF with source.huggingface.file")
     config = json.loads(hub.read(repo, revision, "config.json"))
-    weights = [f for f in files if f.endswith(".safetensors")]
-    parameters = 0
-    for name in weights:
-        source = hub.source(repo, revision, name)
-        length = struct.unpack("<Q", source.read(0, 8))[0]
-        parameters += _parameters(json.loads(source.read(8, length)))
+    weights = sorted(f for f in files if f.endswith(".safetensors"))
+    parameters = hub.parameters(repo, revision, weights)
     size = sum(files[f] for f in weights) or sum(s for f, s in files.items() if f.endswith(".bin"))
     return ModelMetadata(
         source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **_config_fields(config)
@@ -314,7 +341,7 @@ def gather(
     """Metadata for every model source, and for each one that failed, why."""
     found: dict[str, ModelMetadata] = {}
     failed: dict[str, str] = {}
-    hub = HubClient(endpoint, client, os.environ.get("HF_TOKEN"))
+    hub = HuggingFaceClient(endpoint, client, os.environ.get("HF_TOKEN"))
     for model in models:
         source = model.spec.source
         key = source_key(source)

@@ -9,7 +9,7 @@ import pytest
 
 from reconciler.errors import SourceUnavailable
 from reconciler.estimate.gguf import GGML_BLOCKS, FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_header
-from reconciler.estimate.metadata import HubClient, ModelMetadata, read_hub
+from reconciler.estimate.metadata import HuggingFaceClient, ModelMetadata, read_hub
 from tests.hub_mirror import hub_mirror
 
 
@@ -128,7 +128,7 @@ def test_remote_header_by_range_requests(tmp_path, gemma_path):
     with hub_mirror(tmp_path) as mirror, httpx.Client() as client:
         metadata = read_hub(
             "hf:google/gemma-3-270m-GGUF/*q4_k_m.gguf",
-            HubClient(mirror.url, client),
+            HuggingFaceClient(mirror.url, client),
             "google/gemma-3-270m-GGUF",
             "main",
             "*q4_k_m.gguf",
@@ -144,7 +144,7 @@ def test_remote_missing_repo_and_file(tmp_path):
     (tmp_path / "org" / "repo").mkdir(parents=True)
     (tmp_path / "org" / "repo" / "a.gguf").write_bytes(b"x")
     with hub_mirror(tmp_path) as mirror, httpx.Client() as client:
-        hub = HubClient(mirror.url, client)
+        hub = HuggingFaceClient(mirror.url, client)
         with pytest.raises(SourceUnavailable, match="repository not found"):
             read_hub("hf:org/none", hub, "org/none", "main", "*.gguf")
         with pytest.raises(SourceUnavailable, match="no file matches"):
