@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install run test check bench schemas clean
+.PHONY: install run stop test check bench schemas clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,14 +14,18 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The quickstart: one CPU worker serving Gemma 3 270M. Validates the manifests and
-# plans them against the recorded snapshot of that worker.
+# The quickstart: a local agent serving Gemma 3 270M on CPU with llama.cpp.
 run: install
+	scripts/install-llama-cpp
 	scripts/fetch-gemma
-	$(BIN)/reconcile validate examples/quickstart
-	$(BIN)/reconcile plan examples/quickstart --dry-run --observed examples/snapshots/cpu-only.yaml
+	scripts/quickstart
+
+# Stop the quickstart's instances and its agent.
+stop:
+	scripts/stop-quickstart
 
 test: install
+	scripts/install-llama-cpp
 	scripts/check
 
 check: test

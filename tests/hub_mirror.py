@@ -1,7 +1,7 @@
 """A local HTTP server that serves a folder the way the Hugging Face hub does.
 
-``<root>/<org>/<name>/<files>`` is served as repo ``org/name``: the file-list API
-(``/api/models/{repo}/revision/{rev}``) and ``/{repo}/resolve/{rev}/{file}`` with
+``<root>/<org>/<name>/<files>`` is served as repo ``org/name``: the repo and tree APIs
+(``/api/models/{repo}/revision/{rev}``, ``/api/models/{repo}/tree/{rev}``) and ``/{repo}/resolve/{rev}/{file}`` with
 HEAD, Range requests, ETag and X-Repo-Commit, which is what huggingface_hub and our
 range reader use. It counts requests so tests can see how much was fetched.
 """
@@ -12,6 +12,7 @@ import hashlib
 import json
 import re
 import threading
+import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -26,6 +27,9 @@ class _Handler(BaseHTTPRequestHandler):
     root: Path
     counts: Counter[str]
     served: Counter[str]
+    ranges: list[str]
+    throttle: float = 0.0  # seconds to sleep per 64 KiB sent
+    drop_after: int | None = None  # close the first body transfer after this many bytes
 
     def log_message(self, *args: object) -> None:
         return
@@ -48,17 +52,28 @@ class _Handler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         self.counts["GET"] += 1
-        api = re.match(r"^/api/models/([^/]+/[^/]+)(?:/revision/([^/?]+))?", self.path)
+        api = re.match(r"^/api/models/([^/]+/[^/]+)(/tree/|/revision/|$|\?)", self.path)
         if api:
             repo = self.root / api.group(1)
             if not repo.is_dir():
                 self._send_json(404, {"error": "Repository not found"}, "RepoNotFound")
                 return
-            siblings = [
-                {"rfilename": str(p.relative_to(repo)), "size": p.stat().st_size}
-                for p in sorted(repo.rglob("*"))
-                if p.is_file()
-            ]
+            files = [p for p in sorted(repo.rglob("*")) if p.is_file()]
+            if api.group(2) == "/tree/":
+                self._send_json(
+                    200,
+                    [
+                        {
+                            "type": "file",
+                            "path": str(p.relative_to(repo)),
+                            "size": p.stat().st_size,
+                            "oid": hashlib.sha1(str(p).encode()).hexdigest(),
+                        }
+                        for p in files
+                    ],
+                )
+                return
+            siblings = [{"rfilename": str(p.relative_to(repo)), "size": p.stat().st_size} for p in files]
             self._send_json(200, {"id": api.group(1), "sha": COMMIT, "siblings": siblings})
             return
         self._file(send_body=True)
@@ -100,16 +115,37 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Content-Range", f"bytes {start}-{end}/{size}")
         self.end_headers()
         if send_body:
+            self.ranges.append(self.headers.get("Range", ""))
             with path.open("rb") as handle:
                 handle.seek(start)
                 data = handle.read(end - start + 1)
-            self.served[name] += len(data)
-            self.wfile.write(data)
+            limit = type(self).drop_after
+            if limit is not None:
+                type(self).drop_after = None
+                data = data[:limit]
+            for offset in range(0, len(data), 65536):
+                self.wfile.write(data[offset : offset + 65536])
+                self.served[name] += len(data[offset : offset + 65536])
+                if self.throttle:
+                    time.sleep(self.throttle)
+            if limit is not None:
+                self.close_connection = True
 
 
 class HubMirror:
-    def __init__(self, root: Path) -> None:
-        handler = type("Handler", (_Handler,), {"root": root, "counts": Counter(), "served": Counter()})
+    def __init__(self, root: Path, throttle: float = 0.0, drop_after: int | None = None) -> None:
+        handler = type(
+            "Handler",
+            (_Handler,),
+            {
+                "root": root,
+                "counts": Counter(),
+                "served": Counter(),
+                "ranges": [],
+                "throttle": throttle,
+                "drop_after": drop_after,
+            },
+        )
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.handler = handler
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -119,10 +155,14 @@ class HubMirror:
     def served(self) -> Counter[str]:
         return self.handler.served
 
+    @property
+    def ranges(self) -> list[str]:
+        return self.handler.ranges
+
 
 @contextmanager
-def hub_mirror(root: Path) -> Iterator[HubMirror]:
-    mirror = HubMirror(root)
+def hub_mirror(root: Path, throttle: float = 0.0, drop_after: int | None = None) -> Iterator[HubMirror]:
+    mirror = HubMirror(root, throttle, drop_after)
     mirror.thread.start()
     try:
         yield mirror

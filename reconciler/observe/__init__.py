@@ -1,6 +1,6 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
-from reconciler.observe.client import observe_agents
+from reconciler.observe.client import ApplyResult, observe_agents, put_instances
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -20,6 +20,7 @@ from reconciler.observe.state import (
 __all__ = [
     "GIB",
     "MIB",
+    "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
     "HelperRole",
@@ -33,4 +34,5 @@ __all__ = [
     "Worker",
     "load_snapshot",
     "observe_agents",
+    "put_instances",
 ]

@@ -1,15 +1,20 @@
-"""Ask every agent of a Cluster for its state, concurrently; an agent that fails is Unreachable."""
+"""Talk to the agents of a Cluster, concurrently: read their state, hand them their sets.
+
+An agent that does not answer is reported Unreachable; one that fails a PUT does not
+stop the others.
+"""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import httpx
 from pydantic import ValidationError
 
 from reconciler.observe.snapshot import ObservedState
-from reconciler.observe.state import Worker
+from reconciler.observe.state import InstanceSpec, Worker
 from reconciler.spec import Agent
 
 STATE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
@@ -33,3 +38,48 @@ async def _all(agents: Sequence[Agent], token: str | None, timeout: httpx.Timeou
 
 def observe_agents(agents: Sequence[Agent], token: str | None, timeout: httpx.Timeout = STATE_TIMEOUT) -> ObservedState:
     return ObservedState.of(asyncio.run(_all(agents, token, timeout)))
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    agent: str
+    ok: bool
+    detail: str
+
+
+async def _put(
+    client: httpx.AsyncClient, agent: Agent, token: str | None, generation: int, instances: Sequence[InstanceSpec]
+) -> ApplyResult:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    body = {"generation": generation, "instances": [i.model_dump(mode="json", by_alias=True) for i in instances]}
+    try:
+        response = await client.put(f"{agent.url.rstrip('/')}/v1/instances", json=body, headers=headers)
+    except httpx.HTTPError as exc:
+        return ApplyResult(agent.name, False, f"cannot reach {agent.url}: {type(exc).__name__}")
+    if response.status_code == 200:
+        changed = response.json().get("changed")
+        return ApplyResult(
+            agent.name, True, f"{len(instances)} instances, generation {generation}{'' if changed else ' (no change)'}"
+        )
+    try:
+        detail = response.json().get("detail", response.text)
+    except ValueError:
+        detail = response.text
+    return ApplyResult(agent.name, False, f"HTTP {response.status_code}: {detail}")
+
+
+async def _put_all(
+    sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]], token: str | None, generation: int, timeout: httpx.Timeout
+) -> list[ApplyResult]:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        return list(await asyncio.gather(*(_put(client, a, token, generation, s) for a, s in sets)))
+
+
+def put_instances(
+    sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]],
+    token: str | None,
+    generation: int,
+    timeout: httpx.Timeout = STATE_TIMEOUT,
+) -> list[ApplyResult]:
+    """PUT every agent its full set, concurrently; one agent's failure does not stop the others."""
+    return asyncio.run(_put_all(sets, token, generation, timeout))

@@ -114,6 +114,12 @@ class ObservedInstance(InstanceSpec):
     pid: int | None = None
     message: str = ""
     restarts: int = 0
+    exit_code: int | None = None
+    progress: float | None = None  # download progress, 0..1, while Downloading
+
+    def spec(self) -> InstanceSpec:
+        """The instance as it was handed to the agent, without its status."""
+        return InstanceSpec.model_validate(self.model_dump(include=set(InstanceSpec.model_fields)))
 
 
 class InstalledBackend(Observed):

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Literal
 
-from reconciler.observe import InstanceSpec
+from reconciler.observe import InstanceSpec, ObservedInstance
 
 ActionKind = Literal["create", "replace", "delete", "keep"]
 _ORDER = {"delete": 0, "replace": 1, "create": 2, "keep": 3}
@@ -57,5 +57,6 @@ class Plan:
         for action in self.actions:
             sets.setdefault(action.worker, [])
             if action.action != "delete":
-                sets[action.worker].append(action.instance)
+                instance = action.instance
+                sets[action.worker].append(instance.spec() if isinstance(instance, ObservedInstance) else instance)
         return sets

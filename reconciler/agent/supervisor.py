@@ -1,0 +1,353 @@
+"""Converge this worker to the accepted set: fetch files, start, probe, restart, stop.
+
+Each instance moves Pending -> Downloading -> Starting -> Running; an exit is Error
+(exit code and the last log lines) and, with restartOnError, a new start after
+min(10 x 2^(n-1), 300) s, n counting failures since it was last Running.
+Backends write straight to ``<data-dir>/log/serve/<id>.log`` (not through a pipe),
+so they outlive the agent, which re-adopts them by pid and start time when it
+comes back. Stopping the agent leaves its instances running, as a kubelet does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import httpx
+import psutil
+
+from reconciler.agent.files import ModelFiles, Progress
+from reconciler.agent.record import AgentRecord, ProcessRecord, load_record, save_record
+from reconciler.observe import InstanceSpec, ObservedInstance
+
+log = logging.getLogger("reconciler.agent")
+
+PROBE_INTERVAL = 3.0
+PROBE_TIMEOUT = 1.0
+STOP_GRACE = 10.0
+LOG_MAX_BYTES = 20 * 1024 * 1024
+TAIL_LINES = 20
+INSTANCE_ENV = "RECONCILER_INSTANCE"
+DATA_DIR_ENV = "RECONCILER_DATA_DIR"
+
+
+def backoff(failures: int) -> float:
+    """Seconds before the next start after ``failures`` failures in a row."""
+    return float(min(10 * 2 ** (failures - 1), 300)) if failures > 0 else 0.0
+
+
+def tail(path: Path, lines: int) -> list[str]:
+    """The last ``lines`` lines of a file, reading backwards from its end."""
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            end = handle.tell()
+            chunk = b""
+            position = end
+            while position > 0 and chunk.count(b"\n") <= lines:
+                step = min(65536, position)
+                position -= step
+                handle.seek(position)
+                chunk = handle.read(step) + chunk
+    except FileNotFoundError:
+        return []
+    return chunk.decode("utf-8", errors="replace").splitlines()[-lines:] if lines > 0 else []
+
+
+def _alive(pid: int, create_time: float) -> bool:
+    try:
+        process = psutil.Process(pid)
+        return abs(process.create_time() - create_time) < 0.01 and process.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return False
+
+
+@dataclass
+class Instance:
+    spec: InstanceSpec
+    state: str = "Pending"
+    popen: subprocess.Popen[bytes] | None = None
+    pid: int | None = None
+    create_time: float | None = None
+    failures: int = 0
+    restarts: int = 0
+    exit_code: int | None = None
+    message: str = ""
+    retry_at: float = 0.0
+    next_probe: float = 0.0
+    fetch: asyncio.Task[None] | None = None
+    fetched: bool = False
+    progress: Progress = field(default_factory=Progress)
+
+    def observed(self) -> ObservedInstance:
+        return ObservedInstance.model_validate(
+            {
+                **self.spec.model_dump(),
+                "state": self.state,
+                "pid": self.pid,
+                "message": self.message,
+                "restarts": self.restarts,
+                "exit_code": self.exit_code,
+                "progress": self.progress.fraction() if self.state == "Downloading" else None,
+            }
+        )
+
+
+class Supervisor:
+    def __init__(self, data_dir: Path, files: ModelFiles, clock: Callable[[], float] = time.monotonic) -> None:
+        self.data_dir = data_dir
+        self.log_dir = data_dir / "log" / "serve"
+        self.record_path = data_dir / "state.json"
+        self.files = files
+        self.clock = clock
+        self.record: AgentRecord = load_record(self.record_path)
+        self.instances: dict[str, Instance] = {}
+        self.wake = asyncio.Event()
+        self.client = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
+
+    # --- the accepted set -------------------------------------------------------------
+
+    def accept(self, generation: int, specs: list[InstanceSpec]) -> Literal["accepted", "unchanged", "stale"]:
+        """Take a new full set; an older generation (or a different set at the same one) is stale."""
+        same = sorted((s.id, s.spec_hash) for s in specs) == sorted((s.id, s.spec_hash) for s in self.record.instances)
+        if generation < self.record.generation or (generation == self.record.generation and not same):
+            return "stale"
+        if generation == self.record.generation:
+            return "unchanged"
+        self.record = self.record.model_copy(update={"generation": generation, "instances": specs})
+        self._persist()
+        self.wake.set()
+        return "unchanged" if same else "accepted"
+
+    def _persist(self) -> None:
+        processes = {
+            i.spec.id: ProcessRecord(
+                pid=i.pid, create_time=i.create_time, spec_hash=i.spec.spec_hash, restarts=i.restarts
+            )
+            for i in self.instances.values()
+            if i.pid is not None and i.create_time is not None
+        }
+        self.record = self.record.model_copy(update={"processes": processes})
+        save_record(self.record_path, self.record)
+
+    # --- start-up: adopt what still runs, kill what nobody wants -------------------------
+
+    def adopt(self) -> None:
+        for spec in self.record.instances:
+            instance = Instance(spec)
+            kept = self.record.processes.get(spec.id)
+            if kept and kept.spec_hash == spec.spec_hash and _alive(kept.pid, kept.create_time):
+                instance.pid, instance.create_time = kept.pid, kept.create_time
+                instance.state, instance.restarts, instance.fetched = "Starting", kept.restarts, True
+                log.info("adopted %s (pid %s)", spec.id, kept.pid)
+            self.instances[spec.id] = instance
+        adopted = {i.pid for i in self.instances.values() if i.pid is not None}
+        for process in psutil.process_iter(["pid"]):
+            try:
+                environ = process.environ()
+            except psutil.Error:
+                continue
+            if (
+                environ.get(DATA_DIR_ENV) == str(self.data_dir)
+                and INSTANCE_ENV in environ
+                and process.pid not in adopted
+                and process.pid != os.getpid()
+            ):
+                log.warning("stopping orphan %s (pid %s)", environ[INSTANCE_ENV], process.pid)
+                self._signal_group(process.pid, signal.SIGKILL)
+        self._persist()
+
+    # --- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self.step()
+            except Exception:  # one bad step must not end supervision of everything else
+                log.exception("supervisor step failed")
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), 1.0)
+            self.wake.clear()
+
+    async def step(self) -> None:
+        desired = {spec.id: spec for spec in self.record.instances}
+        changed = False
+        for key, instance in list(self.instances.items()):
+            if key not in desired or desired[key].spec_hash != instance.spec.spec_hash:
+                await self.stop(instance)
+                del self.instances[key]
+                changed = True
+        for key, spec in desired.items():
+            if key not in self.instances:
+                self.instances[key] = Instance(spec)
+            changed |= await self.advance(self.instances[key])
+        if changed:
+            self._persist()
+
+    async def advance(self, instance: Instance) -> bool:
+        """Move one instance along; True when its process changed."""
+        now = self.clock()
+        if instance.state == "Pending":
+            instance.state = "Downloading"
+            instance.fetch = asyncio.create_task(self._fetch(instance))
+        elif instance.state == "Downloading" and instance.fetch is not None and instance.fetch.done():
+            problem = instance.fetch.exception()
+            instance.fetch = None
+            if problem is None:
+                instance.fetched = True
+                return self.spawn(instance)
+            self._fail(instance, None, f"cannot fetch the model: {problem}")
+        elif instance.state in ("Starting", "Running"):
+            code = self._exited(instance)
+            if code is not False:
+                self._on_exit(instance, code)
+                return True
+            if now >= instance.next_probe:
+                instance.next_probe = now + PROBE_INTERVAL
+                healthy = await self.probe(instance)
+                if healthy and instance.state == "Starting":
+                    instance.state, instance.failures, instance.message = "Running", 0, ""
+                    log.info("%s is Running", instance.spec.id)
+                elif not healthy and instance.state == "Running":
+                    instance.message = "health check failing"
+                elif healthy:
+                    instance.message = ""
+            self._rotate(instance)
+        elif instance.state == "Error" and instance.spec.restart_on_error and now >= instance.retry_at:
+            instance.restarts += 1
+            if not instance.fetched:
+                instance.state = "Pending"
+                return False
+            return self.spawn(instance)
+        return False
+
+    async def _fetch(self, instance: Instance) -> None:
+        for ref in instance.spec.files:
+            await asyncio.to_thread(self.files.fetch, ref, instance.progress)
+
+    def _fail(self, instance: Instance, code: int | None, message: str) -> None:
+        instance.failures += 1
+        instance.state, instance.exit_code, instance.message = "Error", code, message
+        instance.retry_at = self.clock() + backoff(instance.failures)
+        log.warning("%s: %s", instance.spec.id, message.splitlines()[0] if message else "error")
+
+    def _exited(self, instance: Instance) -> int | Literal[False] | None:
+        """False while it runs; else its exit code (None when unknown, for an adopted process)."""
+        if instance.popen is not None:
+            code = instance.popen.poll()
+            return False if code is None else code
+        if instance.pid is not None and instance.create_time is not None and _alive(instance.pid, instance.create_time):
+            return False
+        return None
+
+    def _on_exit(self, instance: Instance, code: int | None) -> None:
+        instance.popen, instance.pid, instance.create_time = None, None, None
+        lines = "\n".join(tail(self.log_path(instance.spec.id), TAIL_LINES))
+        how = f"exited with code {code}" if code is not None else "exited (exit code unknown: adopted process)"
+        self._fail(instance, code, f"{how}; last log lines:\n{lines}")
+
+    # --- processes -----------------------------------------------------------------------
+
+    def log_path(self, instance_id: str) -> Path:
+        return self.log_dir / f"{instance_id}.log"
+
+    def spawn(self, instance: Instance) -> bool:
+        spec = instance.spec
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, **spec.env, INSTANCE_ENV: spec.id, DATA_DIR_ENV: str(self.data_dir)}
+        with self.log_path(spec.id).open("ab") as output:
+            output.write(f"--- reconciler: starting {spec.id}: {' '.join(spec.argv)}\n".encode())
+            output.flush()
+            try:
+                popen = subprocess.Popen(
+                    spec.argv,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                    cwd=self.data_dir,
+                )
+            except OSError as exc:
+                self._fail(instance, None, f"cannot start {spec.argv[0]}: {exc.strerror or exc}")
+                return False
+        instance.popen, instance.pid = popen, popen.pid
+        try:
+            instance.create_time = psutil.Process(popen.pid).create_time()
+        except psutil.Error:
+            instance.create_time = None
+        instance.state, instance.exit_code, instance.message = "Starting", None, ""
+        instance.next_probe = self.clock() + 1.0
+        log.info("started %s (pid %s)", spec.id, popen.pid)
+        return True
+
+    async def probe(self, instance: Instance) -> bool:
+        port = instance.spec.port
+        if not instance.spec.health_path:  # RPC servers and Ray nodes: the port accepts connections
+            try:
+                _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), PROBE_TIMEOUT)
+            except (TimeoutError, OSError):
+                return False
+            writer.close()
+            return True
+        try:
+            response = await self.client.get(f"http://127.0.0.1:{port}{instance.spec.health_path}")
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200
+
+    @staticmethod
+    def _signal_group(pid: int, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(os.getpgid(pid), sig)
+
+    async def stop(self, instance: Instance) -> None:
+        """SIGTERM to the whole process group, SIGKILL after the grace period."""
+        if instance.fetch is not None:
+            instance.fetch.cancel()
+        pid, create_time = instance.pid, instance.create_time
+        if pid is None:
+            return
+        if create_time is None or _alive(pid, create_time):
+            self._signal_group(pid, signal.SIGTERM)
+            deadline = self.clock() + STOP_GRACE
+            while self.clock() < deadline and self._exited(instance) is False:
+                await asyncio.sleep(0.1)
+            if self._exited(instance) is False:
+                self._signal_group(pid, signal.SIGKILL)
+        if instance.popen is not None:
+            await asyncio.to_thread(instance.popen.wait)
+        instance.popen, instance.pid, instance.create_time = None, None, None
+        log.info("stopped %s", instance.spec.id)
+
+    def _rotate(self, instance: Instance) -> None:
+        """Copy then truncate, so the backend keeps writing to the same (O_APPEND) file."""
+        path = self.log_path(instance.spec.id)
+        with contextlib.suppress(OSError):
+            if path.stat().st_size > LOG_MAX_BYTES:
+                rotated = path.with_suffix(".log.1")
+                with path.open("rb") as source, rotated.open("wb") as target:
+                    target.write(source.read())
+                with path.open("r+b") as handle:
+                    handle.truncate(0)
+
+    def observed(self) -> list[ObservedInstance]:
+        return [self.instances[key].observed() for key in sorted(self.instances)]
+
+    def files_in_use(self) -> set[str]:
+        return {ref.path for spec in self.record.instances for ref in spec.files}
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+
+__all__ = ["Instance", "Supervisor", "backoff", "tail"]

@@ -1,0 +1,169 @@
+"""The supervisor with real processes and a clock the test moves."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from reconciler.agent.files import ModelFiles
+from reconciler.agent.supervisor import DATA_DIR_ENV, INSTANCE_ENV, Supervisor, backoff
+from reconciler.observe import InstanceSpec
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def spec(instance_id: str, code: str, restart: bool = True, port: int = 1) -> InstanceSpec:
+    return InstanceSpec(
+        id=instance_id,
+        model="m",
+        backend="custom",
+        argv=[sys.executable, "-c", code],
+        port=port,
+        health_path="",
+        restart_on_error=restart,
+        spec_hash=f"h-{instance_id}-{hash(code)}",
+    )
+
+
+async def settle(supervisor: Supervisor, steps: int = 40) -> None:
+    for _ in range(steps):
+        await supervisor.step()
+        await asyncio.sleep(0.05)
+
+
+def test_backoff():
+    assert [backoff(n) for n in range(0, 8)] == [0, 10, 20, 40, 80, 160, 300, 300]
+
+
+def test_crash_goes_to_error_and_restarts_with_backoff(tmp_path):
+    async def scenario() -> None:
+        clock = Clock()
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"), clock)
+        assert supervisor.accept(1, [spec("crash", "import sys; print('boom'); sys.exit(3)")]) == "accepted"
+        await settle(supervisor)
+        instance = supervisor.instances["crash"]
+        assert instance.state == "Error" and instance.exit_code == 3
+        assert "exited with code 3" in instance.message and "boom" in instance.message
+        assert instance.retry_at == clock.now + 10
+        clock.now += 9
+        await settle(supervisor, 5)
+        assert instance.restarts == 0
+        clock.now += 1
+        await settle(supervisor)
+        assert instance.restarts == 1 and instance.state == "Error"
+        assert instance.retry_at == clock.now + 20  # the second failure in a row waits twice as long
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_no_restart_when_restart_on_error_is_off(tmp_path):
+    async def scenario() -> None:
+        clock = Clock()
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"), clock)
+        supervisor.accept(1, [spec("once", "raise SystemExit(1)", restart=False)])
+        await settle(supervisor)
+        clock.now += 1000
+        await settle(supervisor)
+        assert supervisor.instances["once"].restarts == 0
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+def test_generations(tmp_path):
+    supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
+    first = [spec("a", "pass")]
+    assert supervisor.accept(5, first) == "accepted"
+    assert supervisor.accept(5, first) == "unchanged"
+    assert supervisor.accept(4, []) == "stale"
+    assert supervisor.accept(5, []) == "stale"
+    assert supervisor.accept(6, first) == "unchanged"
+    assert supervisor.record.generation == 6
+
+
+# The first supervisor stands for an agent that dies: its handle on a running child is dropped.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+def test_adopts_running_process_and_kills_orphans(tmp_path):
+    sleeper = "import time; time.sleep(120)"
+
+    async def start() -> int:
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
+        supervisor.accept(1, [spec("keep", sleeper)])
+        await settle(supervisor, 10)
+        pid = supervisor.instances["keep"].pid
+        await supervisor.close()
+        return pid
+
+    pid = asyncio.run(start())
+    orphan = subprocess.Popen(
+        [sys.executable, "-c", sleeper],
+        start_new_session=True,
+        env={**os.environ, INSTANCE_ENV: "gone", DATA_DIR_ENV: str(tmp_path)},
+    )
+    try:
+        time.sleep(0.5)
+
+        async def restart() -> None:
+            supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
+            supervisor.adopt()
+            assert supervisor.instances["keep"].pid == pid
+            assert orphan.wait(timeout=10) == -signal.SIGKILL
+            supervisor.accept(2, [])
+            await settle(supervisor, 5)
+            assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+            await supervisor.close()
+
+        asyncio.run(restart())
+    finally:
+        for process in (orphan,):
+            if process.poll() is None:
+                process.kill()
+        if psutil.pid_exists(pid):
+            os.kill(pid, signal.SIGKILL)
+
+
+def test_changed_spec_replaces_only_that_instance(tmp_path):
+    sleeper = "import time; time.sleep(120)"
+
+    async def scenario() -> None:
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
+        supervisor.accept(1, [spec("a", sleeper), spec("b", sleeper)])
+        await settle(supervisor, 10)
+        a_pid, b_pid = supervisor.instances["a"].pid, supervisor.instances["b"].pid
+        supervisor.accept(2, [spec("a", sleeper + " # changed"), spec("b", sleeper)])
+        await settle(supervisor, 10)
+        assert supervisor.instances["b"].pid == b_pid
+        assert supervisor.instances["a"].pid not in (None, a_pid)
+        supervisor.accept(3, [])
+        await settle(supervisor, 10)
+        assert supervisor.instances == {}
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("lines", [0, 3])
+def test_logs_are_kept_per_instance(tmp_path, lines):
+    async def scenario() -> None:
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
+        supervisor.accept(1, [spec("talk", "print('one'); print('two'); print('three')", restart=False)])
+        await settle(supervisor)
+        await supervisor.close()
+
+    asyncio.run(scenario())
+    log = tmp_path / "log" / "serve" / "talk.log"
+    assert log.read_text().splitlines()[-3:] == ["one", "two", "three"]
