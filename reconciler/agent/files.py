@@ -21,6 +21,7 @@ from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, Repositor
 
 from reconciler.errors import SourceUnavailable
 from reconciler.estimate import FileSource, GGUFError, read_facts
+from reconciler.estimate.metadata import match_file
 from reconciler.observe import GGUFFacts, ModelFile, ModelFileRef
 
 MODELSCOPE = os.environ.get("MODELSCOPE_ENDPOINT", "https://modelscope.cn")
@@ -78,17 +79,16 @@ class ModelFiles:
         try:
             info = api.model_info(ref.repo, revision=revision, files_metadata=True)
             sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-            if ref.file and ref.file not in sizes:
-                raise SourceUnavailable(f"{ref.repo} has no file {ref.file!r}")
-            wanted = [ref.file] if ref.file else list(sizes)
+            file = _resolve(ref, sizes)
+            wanted = [file] if file else list(sizes)
             progress.root, progress.total = root, sum(sizes.get(f, 0) for f in wanted)
             progress.baseline = disk_bytes(root) - sum(
                 (root / f).stat().st_size for f in wanted if (root / f).is_file()
             )
-            if ref.file:
+            if file:
                 path = hf_hub_download(
                     ref.repo,
-                    ref.file,
+                    file,
                     revision=revision,
                     local_dir=root,
                     endpoint=self.hf_endpoint,
@@ -123,14 +123,13 @@ class ModelFiles:
                 raise SourceUnavailable(f"repository {ref.repo} not found on ModelScope (HTTP {listing.status_code})")
             entries = (listing.json().get("Data") or {}).get("Files") or []
             sizes = {e["Path"]: int(e.get("Size") or 0) for e in entries if e.get("Type") != "tree"}
-            wanted = [ref.file] if ref.file else list(sizes)
-            if ref.file and ref.file not in sizes:
-                raise SourceUnavailable(f"{ref.repo} has no file {ref.file!r}")
+            file = _resolve(ref, sizes)
+            wanted = [file] if file else list(sizes)
             progress.root, progress.total = root, sum(sizes[f] for f in wanted)
             for name in wanted:
                 url = f"{MODELSCOPE}/api/v1/models/{ref.repo}/repo"
                 _resume_download(client, url, {"Revision": revision, "FilePath": name}, root / name, sizes[name])
-        return root / ref.file if ref.file else root
+        return root / file if file else root
 
     def gguf_facts(self, path: Path) -> GGUFFacts | None:
         stat = path.stat()
@@ -180,6 +179,15 @@ class ModelFiles:
                 path.unlink()
             return entry
         return None
+
+
+def _resolve(ref: ModelFileRef, sizes: dict[str, int]) -> str:
+    """The file ``ref`` names: itself, or what its glob matches (the planner resolves it when it can)."""
+    if not ref.file or ref.file in sizes:
+        return ref.file
+    if any(c in ref.file for c in "*?["):
+        return match_file(sizes, ref.file)
+    raise SourceUnavailable(f"{ref.repo} has no file {ref.file!r}")
 
 
 def _resume_download(client: httpx.Client, url: str, params: dict[str, str], target: Path, size: int) -> None:

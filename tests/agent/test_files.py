@@ -75,6 +75,14 @@ def test_missing_repo_and_file_are_clear_errors(tmp_path):
             files.fetch(ref(cache, file="missing.gguf"), Progress())
 
 
+def test_a_glob_is_resolved_by_the_agent_too(tmp_path):
+    repo(tmp_path)
+    cache = tmp_path / "cache"
+    with hub_mirror(tmp_path / "hub") as mirror:
+        path = ModelFiles(cache, mirror.url).fetch(ref(cache, file="*Q4_K_M.gguf"), Progress())
+    assert path.name == "model-Q4_K_M.gguf" and path.stat().st_size == SIZE
+
+
 def test_whole_repo_and_local_paths(tmp_path):
     repo(tmp_path)
     cache = tmp_path / "cache"

@@ -199,6 +199,13 @@ def test_apply_serve_reapply_replace_adopt_stop_delete(cluster: Cluster) -> None
     instance = cluster.wait("gemma-0", running)
     pid, port = instance["pid"], instance["port"]
     assert chat(port).strip(), "the model answered with empty text"
+    logs = httpx.get(
+        f"http://127.0.0.1:{cluster.port}/v1/instances/gemma-0/logs",
+        params={"tail": 100000},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+        timeout=30,
+    )
+    assert logs.status_code == 200 and "reconciler: starting gemma-0" in logs.text
 
     again = cluster.apply()
     assert "No changes." in again.stdout and "(no change)" in again.stdout
