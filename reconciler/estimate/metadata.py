@@ -28,7 +28,7 @@ from reconciler.errors import Diagnostic, SourceUnavailable, SpecInvalid
 from reconciler.estimate.gguf import FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_facts
 from reconciler.observe import GGUFFacts, ObservedState
 from reconciler.spec import Model, ModelSource
-from reconciler.spec.loader import plain, read_documents
+from reconciler.spec.loader import plain, read_yaml_file
 
 _T = TypeVar("_T")
 MODELSCOPE = "https://modelscope.cn"
@@ -95,13 +95,7 @@ def source_key(source: ModelSource) -> str:
 def load_catalog(path: str | Path) -> dict[str, ModelMetadata]:
     """A recorded catalog: a YAML/JSON list of metadata entries (the cache file is one too)."""
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SpecInvalid([Diagnostic(name, 1, 1, None, None, f"cannot read catalog: {exc.strerror}")]) from exc
-    documents, problems = read_documents(name, raw)
-    if problems:
-        raise SpecInvalid(problems)
+    documents = read_yaml_file(path, "catalog")
     data = [entry for d in documents for entry in (plain(d.node) or [])]
     try:
         entries = _ENTRIES.validate_python(data)

@@ -11,7 +11,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.observe.state import Worker
-from reconciler.spec.loader import Document, plain, read_documents
+from reconciler.spec.loader import Document, plain, read_yaml_file
 
 _WORKERS = TypeAdapter(list[Worker])
 
@@ -33,17 +33,10 @@ class ObservedState:
 def load_snapshot(path: str | Path) -> ObservedState:
     """Read a snapshot file; raises SpecInvalid with file:line:col diagnostics."""
     name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SpecInvalid([Diagnostic(name, 1, 1, None, None, f"cannot read snapshot: {exc.strerror}")]) from exc
-    documents, problems = read_documents(name, raw)
-    if problems:
-        raise SpecInvalid(problems)
-    nodes = [d for d in documents]
-    if len(nodes) != 1 or not isinstance(nodes[0].node, (CommentedSeq, CommentedMap)):
+    documents = read_yaml_file(path, "snapshot")
+    if len(documents) != 1 or not isinstance(documents[0].node, (CommentedSeq, CommentedMap)):
         raise SpecInvalid([Diagnostic(name, 1, 1, None, None, "a snapshot is one YAML/JSON list of workers")])
-    document = nodes[0]
+    document = documents[0]
     data = plain(document.node)
     if isinstance(data, dict):
         data = data.get("workers", [data])

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.estimate.claims import RAM_FOOTPRINT, gguf_claim
+from reconciler.estimate.claims import RAM_FOOTPRINT, GGUFClaim, gguf_claim
 from reconciler.observe import GGUFFacts, ResourceClaim, Worker
 from reconciler.schedule.capacity import Capacity, gib
 from reconciler.schedule.placement import Placement, Subordinate
@@ -63,17 +63,20 @@ class GGUFShape:
     python_server: bool
     host_bytes: int = 0
 
+    def claim(self, offload: int, split: Sequence[float] = (1.0,)) -> GGUFClaim:
+        return gguf_claim(
+            self.facts,
+            context=self.context,
+            parallel=self.parallel,
+            offload=offload,
+            split=split or (1.0,),
+            python_server=self.python_server,
+            host_bytes=self.host_bytes,
+        )
+
 
 def _gguf_claim(shape: GGUFShape, gpus: Sequence[int], offload: int, split: Sequence[float]) -> ResourceClaim:
-    claim = gguf_claim(
-        shape.facts,
-        context=shape.context,
-        parallel=shape.parallel,
-        offload=offload,
-        split=split or (1.0,),
-        python_server=shape.python_server,
-        host_bytes=shape.host_bytes,
-    )
+    claim = shape.claim(offload, split)
     return ResourceClaim(ram=claim.ram, vram=dict(zip(gpus, claim.vram, strict=False)))
 
 
@@ -114,14 +117,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
 
     def single_gpu() -> list[Placement]:
         found: list[Placement] = []
-        whole = gguf_claim(
-            shape.facts,
-            context=shape.context,
-            parallel=shape.parallel,
-            offload=full,
-            python_server=shape.python_server,
-            host_bytes=shape.host_bytes,
-        )
+        whole = shape.claim(full)
         vram = whole.vram[0]
         if vram > capacity.largest_gpu - capacity.reserved_vram:
             return found
@@ -174,15 +170,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
             for count in range(1, min(len(remote), MAX_RPC_SERVERS) + 1):
                 devices = remote[:count] + local  # llama.cpp lists RPC devices first
                 split = [max(capacity.vram_allocatable(*d), 1) for d in devices]
-                claim = gguf_claim(
-                    shape.facts,
-                    context=shape.context,
-                    parallel=shape.parallel,
-                    offload=full,
-                    split=split,
-                    python_server=shape.python_server,
-                    host_bytes=shape.host_bytes,
-                )
+                claim = shape.claim(full, split)
                 per_device = dict(zip(devices, claim.vram, strict=True))
                 main_claim = ResourceClaim(ram=claim.ram, vram={i: per_device[(main.name, i)] for _, i in local})
                 subordinates = tuple(
@@ -259,22 +247,8 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
 
 def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
     full = shape.facts.block_count + 1
-    gpu_claim = gguf_claim(
-        shape.facts,
-        context=shape.context,
-        parallel=shape.parallel,
-        offload=full,
-        python_server=shape.python_server,
-        host_bytes=shape.host_bytes,
-    )
-    cpu_claim = gguf_claim(
-        shape.facts,
-        context=shape.context,
-        parallel=shape.parallel,
-        offload=0,
-        python_server=shape.python_server,
-        host_bytes=shape.host_bytes,
-    )
+    gpu_claim = shape.claim(full)
+    cpu_claim = shape.claim(0)
     if not request.workers:
         return "no worker passed the filters"
     best = max(

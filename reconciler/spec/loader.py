@@ -17,7 +17,7 @@ from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 
-from reconciler.errors import Diagnostic
+from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.spec.models import API_VERSION, DNS_LABEL, ENV_NAME, KINDS, LABEL_KEY, Resource
 
 MAX_FILE_BYTES = 4 * 1024 * 1024
@@ -176,6 +176,19 @@ def read_documents(path: str, raw: bytes) -> tuple[list[Document], list[Diagnost
         # ruamel raises these for pathological input (deep nesting, odd tags).
         return [], [Diagnostic(path, 1, 1, None, None, f"invalid YAML: {type(exc).__name__}: {exc}")]
     return documents, []
+
+
+def read_yaml_file(path: str | Path, what: str) -> list[Document]:
+    """Every document of one YAML/JSON file; raises SpecInvalid with file:line:col diagnostics."""
+    name = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as exc:
+        raise SpecInvalid([Diagnostic(name, 1, 1, None, None, f"cannot read {what}: {exc.strerror}")]) from exc
+    documents, problems = read_documents(name, raw)
+    if problems:
+        raise SpecInvalid(problems)
+    return documents
 
 
 def _resource_name(document: Document) -> str:
