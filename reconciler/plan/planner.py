@@ -81,7 +81,7 @@ def _groups(observed: ObservedState) -> dict[tuple[str, int], _Group]:
     for worker in observed.workers:
         for instance in worker.instances:
             groups[(instance.model, instance.replica)].members.append((worker.name, instance))
-    return dict(sorted(groups.items()))
+    return {key: groups[key] for key in sorted(groups)}
 
 
 def _worker_gone(worker: Worker | None, grace: int) -> str | None:
