@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
@@ -22,6 +21,7 @@ from reconciler.estimate.metadata import ModelMetadata, source_key
 from reconciler.observe import HelperRole, InstanceSpec, ModelFileRef, ResourceClaim, Worker
 from reconciler.schedule import ModelContext, Placement
 from reconciler.spec import BackendParameter
+from reconciler.spec.command import compile_command, placeholder, substitute, substitution
 
 TEMPLATES = Path(__file__).parent / "templates"
 VISIBLE_DEVICES = {
@@ -65,6 +65,7 @@ def _environment() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
         keep_trailing_newline=False,
+        finalize=placeholder,
     )
 
 
@@ -142,8 +143,10 @@ def _is_negative_number(token: str) -> bool:
 
 
 def render_template(name: str, variables: dict[str, Any]) -> list[str]:
-    text = _environment().get_template(f"{name}.j2").render(**variables)
-    return [line.strip() for line in text.splitlines() if line.strip()]
+    """One argv token per template line; a substituted value never adds a line, even with a newline in it."""
+    with substitution() as values:
+        text = _environment().get_template(f"{name}.j2").render(**variables)
+    return [substitute(line.strip(), values) for line in text.splitlines() if line.strip()]
 
 
 def spec_hash(spec: InstanceSpec) -> str:
@@ -188,18 +191,19 @@ def render_main(
     user_params = ctx.params
     if backend == "custom":
         assert ctx.model.spec.custom is not None
-        template = jinja2.Environment(undefined=jinja2.StrictUndefined).from_string(ctx.model.spec.custom.command)
-        command = template.render(
-            port=port,
-            model_path=path,
-            model_name=ctx.name,
-            host="0.0.0.0",
-            gpus=",".join(map(str, placement.gpus)),
-            worker=worker.name,
-            context=ctx.context,
-            data_dir=worker.data_dir,
+        command = compile_command(ctx.model.spec.custom.command).render(
+            {
+                "port": port,
+                "model_path": path,
+                "model_name": ctx.name,
+                "host": "0.0.0.0",
+                "gpus": ",".join(map(str, placement.gpus)),
+                "worker": worker.name,
+                "context": ctx.context,
+                "data_dir": worker.data_dir,
+            }
         )
-        argv = shlex.split(command) + [token for p in user_params for token in p.argv()]
+        argv = command + [token for p in user_params for token in p.argv()]
         health = ctx.model.spec.custom.health_path
     else:
         variables = {

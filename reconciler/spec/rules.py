@@ -6,12 +6,10 @@ Each rule returns diagnostics and never stops at the first: a commit is judged w
 from __future__ import annotations
 
 import re
-import shlex
 from collections.abc import Iterator, Sequence
 
-import jinja2
-
 from reconciler.errors import Diagnostic
+from reconciler.spec.command import CommandTemplateError, check_command
 from reconciler.spec.loader import Loaded
 from reconciler.spec.models import Cluster, Model, WorkerSelector
 from reconciler.spec.params import ParameterError, parse_backend_parameters
@@ -160,17 +158,10 @@ def _backend_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
 
 
 def _custom_command(item: Loaded, command: str) -> Iterator[Diagnostic]:
-    at = ["spec", "custom", "command"]
     try:
-        jinja2.Environment(undefined=jinja2.StrictUndefined).parse(command)
-    except jinja2.TemplateSyntaxError as exc:
-        yield item.document.diagnostic(item.ref, at, f"template error: {exc.message}")
-        return
-    try:
-        if not shlex.split(command):
-            yield item.document.diagnostic(item.ref, at, "command is empty")
-    except ValueError as exc:
-        yield item.document.diagnostic(item.ref, at, f"cannot split the command: {exc}")
+        check_command(command)
+    except CommandTemplateError as exc:
+        yield item.document.diagnostic(item.ref, ["spec", "custom", "command"], str(exc))
 
 
 def _env_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:

@@ -1,0 +1,138 @@
+"""Commands over manifests alone: validate, schemas, plan."""
+
+from __future__ import annotations
+
+import json
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from reconciler.cli import app
+from reconciler.cli._common import collect_facts, fail, read_token
+
+if TYPE_CHECKING:
+    from reconciler.errors import Diagnostic
+
+
+class ValidateOutput(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def _github_annotation(diagnostic: Diagnostic) -> str:
+    # GitHub's workflow-command syntax escapes these characters in the message.
+    message = str(diagnostic).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+    return f"::error file={diagnostic.path},line={diagnostic.line},col={diagnostic.col}::{message}"
+
+
+@app.command()
+def validate(
+    paths: Annotated[list[Path], typer.Argument(help="Manifest files or folders (read recursively: *.yaml, *.yml).")],
+    output: Annotated[ValidateOutput, typer.Option("--output", "-o", help="text or json.")] = ValidateOutput.text,
+) -> None:
+    """Check manifests against the schema and the rules; exit 0 if valid, 1 if not.
+
+    Every problem is reported, one line each: path:line:col: Kind/name: field: message.
+    With GITHUB_ACTIONS=true each problem is also printed as a GitHub annotation.
+    """
+    from reconciler.spec import validate_paths
+
+    report = validate_paths(paths)
+    if output is ValidateOutput.json:
+        body = {
+            "valid": report.valid,
+            "files": report.files,
+            "documents": report.documents,
+            "skipped": list(report.skipped),
+            "states": [
+                {
+                    "root": s.root,
+                    "cluster": s.cluster.metadata.name,
+                    "models": [m.metadata.name for m in s.models],
+                    "workerSelectors": [w.metadata.name for w in s.selectors],
+                }
+                for s in report.states
+            ],
+            "errors": [d.as_dict() for d in report.diagnostics],
+        }
+        typer.echo(json.dumps(body, indent=2))
+    else:
+        for diagnostic in report.diagnostics:
+            typer.echo(str(diagnostic))
+        if os.environ.get("GITHUB_ACTIONS") == "true":
+            for diagnostic in report.diagnostics:
+                typer.echo(_github_annotation(diagnostic))
+        if report.valid:
+            models = sum(len(s.models) for s in report.states)
+            typer.echo(
+                f"valid: {report.documents} documents in {report.files} files "
+                f"({len(report.states)} desired states, {models} models)"
+                + (f"; skipped {len(report.skipped)} data files (YAML lists)" if report.skipped else "")
+            )
+        else:
+            typer.echo(f"invalid: {len(report.diagnostics)} errors", err=True)
+    raise typer.Exit(0 if report.valid else 1)
+
+
+class PlanOutput(StrEnum):
+    text = "text"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command("plan")
+def plan_command(
+    path: Annotated[Path, typer.Argument(help="The desired-state folder (one Cluster manifest at most).")],
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Only plan; never apply (plan never applies).")] = False,
+    observed: Annotated[
+        Path | None,
+        typer.Option(
+            "--observed", help="An observed-state snapshot (YAML/JSON list of workers) instead of asking the agents."
+        ),
+    ] = None,
+    catalog: Annotated[
+        list[Path] | None,
+        typer.Option("--catalog", help="Recorded model metadata (YAML/JSON), used before the hub. Repeatable."),
+    ] = None,
+    output: Annotated[PlanOutput, typer.Option("--output", "-o", help="text, json or markdown.")] = PlanOutput.text,
+    detailed_exitcode: Annotated[
+        bool, typer.Option("--detailed-exitcode", help="Exit 0 without changes, 2 with changes, 1 on error.")
+    ] = False,
+    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+) -> None:
+    """Show what apply would change: + create, ~ replace, - delete, each with its reason.
+
+    Without --observed the agents listed in the Cluster manifest are asked for their state
+    (token from --token-file or RECONCILER_TOKEN).
+    """
+    from reconciler.errors import SpecInvalid
+    from reconciler.observe import load_snapshot, observe_agents
+    from reconciler.plan import plan, to_json, to_markdown, to_text
+    from reconciler.spec import load_desired
+
+    try:
+        desired = load_desired(path)
+        state = (
+            load_snapshot(observed) if observed else observe_agents(desired.cluster.spec.agents, read_token(token_file))
+        )
+        facts = collect_facts(desired, state, catalog or [])
+    except SpecInvalid as exc:
+        raise fail(exc) from exc
+    result = plan(desired, state, {}, facts)
+    render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
+    typer.echo(render(result), nl=False)
+    raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)
+
+
+@app.command()
+def schemas(
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the JSON Schemas into.")] = Path("schemas"),
+) -> None:
+    """Write one JSON Schema per manifest kind (and one for files that mix kinds)."""
+    from reconciler.spec import write_schemas
+
+    for path in write_schemas(out):
+        typer.echo(str(path))
