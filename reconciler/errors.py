@@ -13,8 +13,17 @@ nothing above a boundary sees foreign exception types.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+# Characters that would break "one problem, one line" (user keys and values reach messages).
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def one_line(text: str) -> str:
+    """``text`` with line breaks and other control characters written as escapes."""
+    return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 @dataclass(frozen=True, order=True)
@@ -34,7 +43,7 @@ class Diagnostic:
             parts.append(self.resource)
             parts.append(self.field or "-")
         parts.append(self.message)
-        return ": ".join(parts)
+        return one_line(": ".join(parts))
 
     def as_dict(self) -> dict[str, object]:
         return {

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import Diagnostic, SpecInvalid
-from reconciler.spec.loader import Document, Loaded, manifest_files, read_documents, validate_document
+from reconciler.spec.loader import Document, Loaded, manifest_files, read_documents, read_file, validate_document
 from reconciler.spec.models import Cluster, Metadata, Model, WorkerSelector
 from reconciler.spec.rules import check
 
@@ -95,10 +95,9 @@ def validate_paths(paths: Sequence[str | Path]) -> Report:
         parsed: dict[Path, list[Document]] = {}
         for file in manifest_files(given):
             file_count += 1
-            try:
-                raw = file.read_bytes()
-            except OSError as exc:
-                diagnostics.append(Diagnostic(str(file), 1, 1, None, None, f"cannot read: {exc.strerror}"))
+            raw = read_file(file, "manifest")
+            if isinstance(raw, Diagnostic):
+                diagnostics.append(raw)
                 continue
             documents, problems = read_documents(str(file), raw)
             diagnostics.extend(problems)

@@ -2,11 +2,18 @@
 
 ruamel.yaml's round-trip loader keeps the position of every key and value; pydantic's
 error locations are walked through those nodes to find where a problem sits.
+
+Every file is untrusted (``plan`` runs on pull requests), so reading is bounded: the
+size is checked before the bytes are read, and the composer counts nodes as aliases
+expand them, caps nesting, and refuses self-referencing aliases, custom tags, lone
+surrogates and integers outside 64 bits, each at the line and column where it starts.
 """
 
 from __future__ import annotations
 
 import difflib
+import json
+import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +22,21 @@ from typing import Any
 from pydantic import ValidationError
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
-from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.composer import Composer
+from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
+from ruamel.yaml.error import MarkedYAMLError, StreamMark, YAMLError
+from ruamel.yaml.events import AliasEvent, NodeEvent, ScalarEvent
+from ruamel.yaml.nodes import CollectionNode, Node, ScalarNode
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.spec.models import API_VERSION, DNS_LABEL, ENV_NAME, KINDS, LABEL_KEY, Resource
 
-MAX_FILE_BYTES = 4 * 1024 * 1024
+MAX_FILE_BYTES = 1024 * 1024
+MAX_NODES = 100_000  # per file, every alias counted as the nodes it stands for
+MAX_DEPTH = 32
+MAX_INT = 2**63 - 1
+_PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")}
+_SURROGATE = re.compile("[\ud800-\udfff]")
 PATTERN_WORDS = {
     DNS_LABEL: "must be a DNS-1123 label: lowercase letters, digits and '-', starting and ending alphanumeric",
     ENV_NAME: "must be an environment variable name: letters, digits and '_', not starting with a digit",
@@ -103,10 +119,19 @@ def _is_field_name(element: str) -> bool:
     return element.replace("_", "a").isalnum() and element[:1].isalpha()
 
 
+_BARE_KEY = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_./-]*$")
+
+
 def format_loc(loc: Iterable[str | int]) -> str:
+    """``spec.env.HOME``, ``items[0]``; a key that is empty or odd is quoted: ``labels[""]``."""
     text = ""
     for element in loc:
-        text += f"[{element}]" if isinstance(element, int) else (f".{element}" if text else str(element))
+        if isinstance(element, int):
+            text += f"[{element}]"
+        elif not _BARE_KEY.match(element):
+            text += f"[{json.dumps(element)}]"
+        else:
+            text += f".{element}" if text else element
     return text
 
 
@@ -127,15 +152,92 @@ def plain(node: Any) -> Any:
     return node
 
 
+class LimitExceeded(MarkedYAMLError):
+    """Valid YAML that reconciler refuses to load: too big, too deep, self-referencing, ..."""
+
+    def __init__(self, problem: str, mark: StreamMark) -> None:
+        super().__init__(problem=problem, problem_mark=mark)
+
+
+class _BoundedComposer(Composer):  # type: ignore[misc]
+    """ruamel's composer, counting every node an alias stands for before anything expands it.
+
+    ruamel shares an aliased node, so loading itself stays small; it is ``plain()`` and
+    validation that would walk 9^8 copies. Counting here stops a bomb at its first alias
+    past the cap, and a still-open anchor (no end mark yet) is a cycle.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self.nodes = 0
+        self.sizes: dict[int, int] = {}
+
+    def compose_document(self) -> Any:
+        self.sizes = {}
+        return super().compose_document()
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        event = self.parser.peek_event()
+        if isinstance(event, AliasEvent):
+            target = self.anchors.get(event.anchor)
+            if isinstance(target, CollectionNode) and target.end_mark is None:
+                raise LimitExceeded(f"alias *{event.anchor} refers to a node that contains it", event.start_mark)
+            if target is not None:
+                self._count(self.sizes[id(target)], event.start_mark)
+            return super().compose_node(parent, index)
+        if self.depth >= MAX_DEPTH:
+            raise LimitExceeded(f"nested deeper than {MAX_DEPTH} levels", event.start_mark)
+        self._check(event)
+        self._count(1, event.start_mark)
+        before = self.nodes
+        node: Node = super().compose_node(parent, index)
+        if node.anchor is not None:
+            self.sizes[id(node)] = self.nodes - before + 1
+        return node
+
+    def _count(self, nodes: int, mark: StreamMark) -> None:
+        self.nodes += nodes
+        if self.nodes > MAX_NODES:
+            raise LimitExceeded(f"more than {MAX_NODES} values in one file (aliases count as what they repeat)", mark)
+
+    @staticmethod
+    def _check(event: NodeEvent) -> None:
+        tag = event.tag  # explicit tags only: implicit ones are resolved to the plain set
+        if tag is not None and tag != "!" and tag not in _PLAIN_TAGS:
+            raise LimitExceeded(f"tag {tag} is not supported: write a plain value", event.start_mark)
+        if isinstance(event, ScalarEvent) and (bad := _SURROGATE.search(event.value)):
+            raise LimitExceeded(
+                f"lone surrogate \\u{ord(bad.group()):04x} is not text: escape a whole character", event.start_mark
+            )
+
+
+class _BoundedConstructor(RoundTripConstructor):  # type: ignore[misc]
+    def construct_bounded_int(self, node: ScalarNode) -> Any:
+        try:
+            value = self.construct_yaml_int(node)
+        except ValueError as exc:  # Python refuses to convert more than 4300 digits
+            raise ConstructorError(problem="integer out of range", problem_mark=node.start_mark) from exc
+        if not -MAX_INT - 1 <= value <= MAX_INT:
+            raise ConstructorError(problem="integer out of range (64 bits at most)", problem_mark=node.start_mark)
+        return value
+
+
+_BoundedConstructor.add_constructor("tag:yaml.org,2002:int", _BoundedConstructor.construct_bounded_int)
+
+
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Composer = _BoundedComposer
+    yaml.Constructor = _BoundedConstructor
     return yaml
 
 
 def _yaml_error(path: str, exc: YAMLError) -> Diagnostic:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     line, col = (mark.line + 1, mark.column + 1) if mark is not None else (1, 1)
+    if isinstance(exc, (LimitExceeded, ConstructorError)) and exc.problem:
+        return Diagnostic(path, line, col, None, None, str(exc.problem))
     if isinstance(exc, MarkedYAMLError):
         parts = [exc.context, exc.problem]
         message = "; ".join(str(p).strip() for p in parts if p)
@@ -156,10 +258,21 @@ def _decode(path: str, raw: bytes) -> tuple[str | None, Diagnostic | None]:
         )
 
 
+def read_file(path: str | Path, what: str) -> bytes | Diagnostic:
+    """A file's bytes, never more than :data:`MAX_FILE_BYTES` of them read."""
+    name = str(path)
+    try:
+        with open(path, "rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)  # a FIFO or /dev/zero has no honest size
+    except OSError as exc:
+        return Diagnostic(name, 1, 1, None, None, f"cannot read {what}: {exc.strerror or exc}")
+    if len(raw) > MAX_FILE_BYTES:
+        return Diagnostic(name, 1, 1, None, None, f"{what} is larger than {MAX_FILE_BYTES} bytes, the limit")
+    return raw
+
+
 def read_documents(path: str, raw: bytes) -> tuple[list[Document], list[Diagnostic]]:
     """Parse one file's bytes into documents; a YAML error stops that file only."""
-    if len(raw) > MAX_FILE_BYTES:
-        return [], [Diagnostic(path, 1, 1, None, None, f"file is larger than {MAX_FILE_BYTES} bytes")]
     text, problem = _decode(path, raw)
     if text is None:
         return [], [problem] if problem else []
@@ -180,12 +293,10 @@ def read_documents(path: str, raw: bytes) -> tuple[list[Document], list[Diagnost
 
 def read_yaml_file(path: str | Path, what: str) -> list[Document]:
     """Every document of one YAML/JSON file; raises SpecInvalid with file:line:col diagnostics."""
-    name = str(path)
-    try:
-        raw = Path(path).read_bytes()
-    except OSError as exc:
-        raise SpecInvalid([Diagnostic(name, 1, 1, None, None, f"cannot read {what}: {exc.strerror}")]) from exc
-    documents, problems = read_documents(name, raw)
+    raw = read_file(path, what)
+    if isinstance(raw, Diagnostic):
+        raise SpecInvalid([raw])
+    documents, problems = read_documents(str(path), raw)
     if problems:
         raise SpecInvalid(problems)
     return documents
