@@ -15,13 +15,15 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from pydantic import ValidationError
 
 from reconciler.errors import SourceUnavailable
-from reconciler.observe import GGUFFacts
+from reconciler.observe import MAX_BLOCKS, GGUFFacts
 
 MAGIC = b"GGUF"
-MAX_STRING = 64 * 1024 * 1024
-MAX_ARRAY = 64 * 1024 * 1024
+# The whole header (keys, vocabulary, tensor infos) is read into memory: a 262k-token
+# vocabulary takes a few MB, so 64 MiB bounds what a hostile file can make us hold.
+MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_TENSORS = 1_000_000
 
 # ggml type id -> (elements per block, bytes per block)
@@ -160,6 +162,8 @@ class _Cursor:
         self.source, self.offset = source, 0
 
     def take(self, size: int) -> bytes:
+        if self.offset + size > MAX_HEADER_BYTES:
+            raise GGUFError(f"header longer than {MAX_HEADER_BYTES} bytes (at byte {self.offset}, {size} more)")
         data = self.source.read(self.offset, size)
         if len(data) != size:
             raise GGUFError(f"file ends at byte {self.offset + len(data)} inside the header")
@@ -171,10 +175,7 @@ class _Cursor:
         return struct.unpack(fmt, self.take(size))[0]
 
     def string(self) -> str:
-        length = self.scalar(10)
-        if length > MAX_STRING:
-            raise GGUFError(f"string of {length} bytes at {self.offset}")
-        return self.take(length).decode("utf-8", errors="replace")
+        return self.take(self.scalar(10)).decode("utf-8", errors="replace")
 
     def value(self, kind: int) -> Any:
         if kind in _SCALARS:
@@ -183,7 +184,7 @@ class _Cursor:
             return self.string()
         if kind == _ARRAY:
             item_kind, count = self.scalar(4), self.scalar(10)
-            if count > MAX_ARRAY:
+            if count > MAX_HEADER_BYTES:  # each item takes a byte at least
                 raise GGUFError(f"array of {count} items at {self.offset}")
             if item_kind in _SCALARS:
                 fmt, size = _SCALARS[item_kind]
@@ -231,13 +232,19 @@ class GGUFHeader:
         def number(name: str, default: int = 0) -> int:
             value = self.get(f"{arch}.{name}", default)
             if isinstance(value, list):  # per-layer values (e.g. head_count_kv): take the largest
-                value = max(value) if value else default
-            return int(value)
+                value = max(value) if value and all(isinstance(v, int) for v in value) else default
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)
+            if not isinstance(value, int) or not 0 <= value < 2**63:
+                raise GGUFError(f"{arch}.{name} is {value!r}, not a count")
+            return value
 
         embedding = number("embedding_length")
         heads = number("attention.head_count")
         head_dim = embedding // heads if heads else 0
         layers = number("block_count")
+        if layers > MAX_BLOCKS:
+            raise GGUFError(f"{arch}.block_count is {layers}; no model has more than {MAX_BLOCKS} layers")
         layer_bytes = [0] * layers
         output = embedding_bytes = other = 0
         for tensor in self.tensors:
@@ -250,24 +257,28 @@ class GGUFHeader:
                 embedding_bytes += tensor.nbytes
             else:
                 other += tensor.nbytes
-        tokens = self.get("tokenizer.ggml.tokens") or []
-        return GGUFFacts(
-            architecture=arch,
-            block_count=layers,
-            embedding_length=embedding,
-            head_count=heads,
-            head_count_kv=number("attention.head_count_kv", heads),
-            key_length=number("attention.key_length", head_dim),
-            value_length=number("attention.value_length", head_dim),
-            context_length=number("context_length"),
-            vocab_size=len(tokens) or number("vocab_size"),
-            sliding_window=number("attention.sliding_window"),
-            has_chat_template=bool(self.get("tokenizer.chat_template")),
-            layer_bytes=layer_bytes,
-            output_bytes=output,
-            embedding_bytes=embedding_bytes,
-            other_bytes=other,
-        )
+        tokens = self.get("tokenizer.ggml.tokens")
+        try:
+            return GGUFFacts(
+                architecture=arch,
+                block_count=layers,
+                embedding_length=embedding,
+                head_count=heads,
+                head_count_kv=number("attention.head_count_kv", heads),
+                key_length=number("attention.key_length", head_dim),
+                value_length=number("attention.value_length", head_dim),
+                context_length=number("context_length"),
+                vocab_size=(len(tokens) if isinstance(tokens, list) else 0) or number("vocab_size"),
+                sliding_window=number("attention.sliding_window"),
+                has_chat_template=bool(self.get("tokenizer.chat_template")),
+                layer_bytes=layer_bytes,
+                output_bytes=output,
+                embedding_bytes=embedding_bytes,
+                other_bytes=other,
+            )
+        except ValidationError as exc:  # tensor sizes past 8 EiB and the like
+            error = exc.errors()[0]
+            raise GGUFError(f"implausible header: {'.'.join(map(str, error['loc']))}: {error['msg']}") from exc
 
 
 def read_header(source: ByteSource, keep: Callable[[str], bool] = lambda _key: True) -> GGUFHeader:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import json
+import math
 import os
 import re
 import struct
@@ -25,10 +26,10 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from reconciler.errors import Diagnostic, SourceUnavailable, SpecInvalid
-from reconciler.estimate.gguf import FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_facts
+from reconciler.estimate.gguf import ByteSource, FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_facts
 from reconciler.observe import GGUFFacts, ObservedState
 from reconciler.spec import Model, ModelSource
-from reconciler.spec.loader import plain, read_yaml_file
+from reconciler.spec.loader import plain, read_file, read_yaml_file
 
 _T = TypeVar("_T")
 MODELSCOPE = "https://modelscope.cn"
@@ -96,7 +97,15 @@ def load_catalog(path: str | Path) -> dict[str, ModelMetadata]:
     """A recorded catalog: a YAML/JSON list of metadata entries (the cache file is one too)."""
     name = str(path)
     documents = read_yaml_file(path, "catalog")
-    data = [entry for d in documents for entry in (plain(d.node) or [])]
+    scalars = [d for d in documents if not isinstance(d.node, list)]
+    if scalars:
+        raise SpecInvalid(
+            [
+                Diagnostic(name, d.line, d.col, "catalog", None, "a catalog is a YAML/JSON list of entries")
+                for d in scalars
+            ]
+        )
+    data = [entry for d in documents for entry in plain(d.node)]
     try:
         entries = _ENTRIES.validate_python(data)
     except ValidationError as exc:
@@ -135,27 +144,62 @@ def _gguf_metadata(key: str, file: str, facts: GGUFFacts, size: int, mmproj: str
     )
 
 
-def _config_fields(config: Mapping[str, Any]) -> dict[str, Any]:
-    text = config.get("text_config") if isinstance(config.get("text_config"), dict) else config
-    assert isinstance(text, Mapping)
+# A safetensors header is JSON of at most 100 MB (the format's own limit).
+MAX_SAFETENSORS_HEADER = 100_000_000
+
+
+def _json(data: bytes | str, where: str) -> Any:
+    """Parsed JSON, or SourceUnavailable naming ``where:line:col``."""
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError as exc:
+        raise SourceUnavailable(f"{where}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from exc
+    except (UnicodeDecodeError, RecursionError) as exc:
+        raise SourceUnavailable(f"{where}: not valid JSON: {type(exc).__name__}") from exc
+
+
+def _count(value: Any) -> int:
+    """A non-negative integer from a config value; anything else counts as unknown (0)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 2**63 else 0
+
+
+def _config_fields(config: Any, where: str) -> dict[str, Any]:
+    if not isinstance(config, dict):
+        raise SourceUnavailable(f"{where}: config.json must hold a JSON object")
+    nested = config.get("text_config")
+    text = nested if isinstance(nested, dict) else config
+    architectures = config.get("architectures")
     return {
-        "architectures": list(config.get("architectures") or []),
+        "architectures": [a for a in architectures if isinstance(a, str)] if isinstance(architectures, list) else [],
         "model_type": str(config.get("model_type") or ""),
-        "attention_heads": int(text.get("num_attention_heads") or text.get("n_head") or 0),
-        "max_position_embeddings": int(text.get("max_position_embeddings") or text.get("n_positions") or 0),
+        "attention_heads": _count(text.get("num_attention_heads") or text.get("n_head")),
+        "max_position_embeddings": _count(text.get("max_position_embeddings") or text.get("n_positions")),
         "dtype": str(config.get("torch_dtype") or config.get("dtype") or ""),
     }
 
 
-def _parameters(header: Mapping[str, Any]) -> int:
+def _safetensors_parameters(source: ByteSource, where: str) -> int:
+    """Parameters counted from one safetensors header: 8 bytes of length, then JSON."""
+    head = source.read(0, 8)
+    if len(head) != 8:
+        raise SourceUnavailable(f"{where}: not a safetensors file (shorter than 8 bytes)")
+    (length,) = struct.unpack("<Q", head)
+    if length > MAX_SAFETENSORS_HEADER:
+        raise SourceUnavailable(f"{where}: safetensors header of {length} bytes (the limit is 100 MB)")
+    body = source.read(8, length)
+    if len(body) != length:
+        raise SourceUnavailable(f"{where}: file ends inside the safetensors header")
+    header = _json(body, where)
+    if not isinstance(header, dict):
+        raise SourceUnavailable(f"{where}: the safetensors header is not a JSON object")
     count = 0
     for name, tensor in header.items():
-        if name != "__metadata__":
-            shape = tensor.get("shape", [])
-            elements = 1
-            for dim in shape:
-                elements *= int(dim)
-            count += elements
+        if name == "__metadata__":
+            continue
+        shape = tensor.get("shape") if isinstance(tensor, dict) else None
+        if not isinstance(shape, list) or not all(_count(dim) == dim for dim in shape):
+            raise SourceUnavailable(f"{where}: tensor {name!r} has no valid shape")
+        count += math.prod(shape)
     return count
 
 
@@ -171,18 +215,19 @@ def read_local(key: str, path: Path) -> ModelMetadata:
     config_path = path / "config.json"
     if not config_path.is_file():
         raise SourceUnavailable(f"{path} is neither a GGUF file nor a folder with config.json")
-    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config = _config_fields(_json(_read_small(config_path), str(config_path)), str(config_path))
     weights = sorted(path.glob("*.safetensors"))
-    parameters = 0
-    for file in weights:
-        with file.open("rb") as handle:
-            head = handle.read(8)
-            (length,) = struct.unpack("<Q", head)
-            parameters += _parameters(json.loads(handle.read(length)))
+    parameters = sum(_safetensors_parameters(FileSource(file), str(file)) for file in weights)
     size = sum(f.stat().st_size for f in weights) or sum(f.stat().st_size for f in path.glob("*.bin"))
-    return ModelMetadata(
-        source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **_config_fields(config)
-    )
+    return ModelMetadata(source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **config)
+
+
+def _read_small(path: Path) -> bytes:
+    """A config file, refused past the manifest size limit rather than read whole."""
+    raw = read_file(path, "config")
+    if isinstance(raw, Diagnostic):
+        raise SourceUnavailable(str(raw))
+    return raw
 
 
 class HubClient(ABC):
@@ -206,12 +251,7 @@ class HubClient(ABC):
 
     def parameters(self, repo: str, revision: str, weights: Sequence[str]) -> int:
         """Parameters counted from each safetensors file's header (a range request each)."""
-        count = 0
-        for name in weights:
-            source = self.source(repo, revision, name)
-            length = struct.unpack("<Q", source.read(0, 8))[0]
-            count += _parameters(json.loads(source.read(8, length)))
-        return count
+        return sum(_safetensors_parameters(self.source(repo, revision, name), f"{repo}/{name}") for name in weights)
 
     def read(self, repo: str, revision: str, file: str) -> bytes:
         try:
@@ -297,13 +337,12 @@ def read_hub(key: str, hub: HubClient, repo: str, revision: str, file: str | Non
         return _gguf_metadata(key, name, facts, size, pick_mmproj(list(files)))
     if "config.json" not in files:
         raise SourceUnavailable(f"{repo} has no config.json; name a GGUF with source.huggingface.file")
-    config = json.loads(hub.read(repo, revision, "config.json"))
+    where = f"{repo}/config.json"
+    config = _config_fields(_json(hub.read(repo, revision, "config.json"), where), where)
     weights = sorted(f for f in files if f.endswith(".safetensors"))
     parameters = hub.parameters(repo, revision, weights)
     size = sum(files[f] for f in weights) or sum(s for f, s in files.items() if f.endswith(".bin"))
-    return ModelMetadata(
-        source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **_config_fields(config)
-    )
+    return ModelMetadata(source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **config)
 
 
 def _from_agents(key: str, path: str, observed: ObservedState) -> ModelMetadata | None:

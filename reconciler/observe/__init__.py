@@ -4,6 +4,8 @@ from reconciler.observe.client import ApplyResult, observe_agents, put_instances
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
+    MAX_BLOCKS,
+    MAX_BYTES,
     MIB,
     GGUFFacts,
     GPUDevice,
@@ -19,6 +21,8 @@ from reconciler.observe.state import (
 
 __all__ = [
     "GIB",
+    "MAX_BLOCKS",
+    "MAX_BYTES",
     "MIB",
     "ApplyResult",
     "GGUFFacts",

@@ -29,16 +29,25 @@ _UNITS = {
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 
 
+MAX_BYTES = 2**63 - 1
+# No model has more layers; the scheduler tries every split of them, so the count is bounded.
+MAX_BLOCKS = 1024
+
+
 def _bytes(value: object) -> object:
     if isinstance(value, str):
         match = _SIZE.match(value)
         if match is None or match.group(2).lower() not in _UNITS:
             raise ValueError(f"{value!r} is not a size such as 24GiB, 512 MiB or 1073741824")
-        return int(float(match.group(1)) * _UNITS[match.group(2).lower()])
+        size = float(match.group(1)) * _UNITS[match.group(2).lower()]
+        if not size <= MAX_BYTES:  # also false for the infinity a 400-digit number becomes
+            raise ValueError(f"{value!r} is larger than {MAX_BYTES} bytes")
+        return int(size)
     return value
 
 
-ByteSize = Annotated[int, BeforeValidator(_bytes), Field(ge=0)]
+ByteSize = Annotated[int, BeforeValidator(_bytes), Field(ge=0, le=MAX_BYTES)]
+Count = Annotated[int, Field(ge=0, le=MAX_BYTES)]
 InstanceStatus = Literal[
     "Pending", "Scheduled", "Downloading", "Starting", "Running", "Error", "Unreachable", "Stopped"
 ]
@@ -140,26 +149,26 @@ class GGUFFacts(Observed):
         if isinstance(data, dict):
             size = data.get("layerBytes", data.get("layer_bytes"))
             layers = data.get("blockCount", data.get("block_count"))
-            if isinstance(size, int) and isinstance(layers, int):
+            if isinstance(size, int) and isinstance(layers, int) and 0 <= layers <= MAX_BLOCKS:
                 data = {**data, "layerBytes": [size] * layers}
                 data.pop("layer_bytes", None)
         return data
 
     architecture: str
-    block_count: int
-    embedding_length: int
-    head_count: int
-    head_count_kv: int
-    key_length: int
-    value_length: int
-    context_length: int
-    vocab_size: int = 0
-    sliding_window: int = 0
+    block_count: Annotated[int, Field(ge=0, le=MAX_BLOCKS)]
+    embedding_length: Count
+    head_count: Count
+    head_count_kv: Count
+    key_length: Count
+    value_length: Count
+    context_length: Count
+    vocab_size: Count = 0
+    sliding_window: Count = 0
     has_chat_template: bool = False
-    layer_bytes: list[int] = []
-    output_bytes: int = 0
-    embedding_bytes: int = 0
-    other_bytes: int = 0
+    layer_bytes: Annotated[list[ByteSize], Field(max_length=MAX_BLOCKS)] = []
+    output_bytes: ByteSize = 0
+    embedding_bytes: ByteSize = 0
+    other_bytes: ByteSize = 0
 
 
 class ModelFile(Observed):

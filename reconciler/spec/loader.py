@@ -25,7 +25,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import ConstructorError, RoundTripConstructor
 from ruamel.yaml.error import MarkedYAMLError, StreamMark, YAMLError
-from ruamel.yaml.events import AliasEvent, NodeEvent, ScalarEvent
+from ruamel.yaml.events import AliasEvent, CollectionStartEvent, ScalarEvent
 from ruamel.yaml.nodes import CollectionNode, Node, ScalarNode
 
 from reconciler.errors import Diagnostic, SpecInvalid
@@ -159,7 +159,7 @@ class LimitExceeded(MarkedYAMLError):
         super().__init__(problem=problem, problem_mark=mark)
 
 
-class _BoundedComposer(Composer):  # type: ignore[misc]
+class _BoundedComposer(Composer):
     """ruamel's composer, counting every node an alias stands for before anything expands it.
 
     ruamel shares an aliased node, so loading itself stays small; it is ``plain()`` and
@@ -201,7 +201,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
             raise LimitExceeded(f"more than {MAX_NODES} values in one file (aliases count as what they repeat)", mark)
 
     @staticmethod
-    def _check(event: NodeEvent) -> None:
+    def _check(event: ScalarEvent | CollectionStartEvent) -> None:
         tag = event.tag  # explicit tags only: implicit ones are resolved to the plain set
         if tag is not None and tag != "!" and tag not in _PLAIN_TAGS:
             raise LimitExceeded(f"tag {tag} is not supported: write a plain value", event.start_mark)
@@ -211,7 +211,7 @@ class _BoundedComposer(Composer):  # type: ignore[misc]
             )
 
 
-class _BoundedConstructor(RoundTripConstructor):  # type: ignore[misc]
+class _BoundedConstructor(RoundTripConstructor):
     def construct_bounded_int(self, node: ScalarNode) -> Any:
         try:
             value = self.construct_yaml_int(node)
