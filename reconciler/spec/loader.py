@@ -215,9 +215,9 @@ class _BoundedConstructor(RoundTripConstructor):
     def construct_bounded_int(self, node: ScalarNode) -> Any:
         try:
             value = self.construct_yaml_int(node)
-        except ValueError as exc:  # Python refuses to convert more than 4300 digits
-            raise ConstructorError(problem="integer out of range", problem_mark=node.start_mark) from exc
-        if not -MAX_INT - 1 <= value <= MAX_INT:
+        except ValueError:  # Python refuses to convert more than 4300 digits
+            value = None
+        if value is None or not -MAX_INT - 1 <= value <= MAX_INT:
             raise ConstructorError(problem="integer out of range (64 bits at most)", problem_mark=node.start_mark)
         return value
 
