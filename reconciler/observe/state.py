@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GIB = 1024**3
@@ -179,7 +179,8 @@ class ModelFile(Observed):
 
 
 class Worker(Observed):
-    name: str
+    # Printed in plans, one line per action: never empty, never a line break.
+    name: Annotated[str, StringConstraints(min_length=1, max_length=253, pattern=r"^[^\x00-\x1f\x7f]+$")]
     url: str = ""
     ip: str = "127.0.0.1"
     state: WorkerStatus = "Ready"

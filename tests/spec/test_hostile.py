@@ -154,6 +154,17 @@ def test_odd_keys_give_one_line_each(tmp_path, key, shown):
     assert result.exit_code == 1 and result.stdout.count("\n") == 1
 
 
+def test_worker_names_that_would_break_plan_lines_are_refused(tmp_path):
+    snapshot = tmp_path / "snapshot.yaml"
+    snapshot.write_text('- name: ""\n  memoryTotal: 1\n- name: "a\\nb"\n  memoryTotal: 1\n', encoding="utf-8")
+    code, _, stderr = plan(tmp_path, model(), "--observed", str(snapshot))
+    assert code == 1
+    assert [line.split(": ")[:3] for line in stderr.splitlines()] == [
+        [f"{snapshot}:1:9", "snapshot", "[0].name"],
+        [f"{snapshot}:3:9", "snapshot", "[1].name"],
+    ]
+
+
 def test_huge_gguf_layer_counts_are_refused_before_anything_is_allocated(tmp_path):
     snapshot = tmp_path / "snapshot.yaml"
     facts = "{architecture: llama, blockCount: %d, embeddingLength: 1, headCount: 1, headCountKv: 1, keyLength: 1,"
