@@ -14,11 +14,13 @@ import sys
 import textwrap
 from pathlib import Path
 
+import gguf
 import pytest
 from typer.testing import CliRunner
 
 from reconciler.cli import app
 from reconciler.errors import Diagnostic
+from reconciler.estimate.gguf import MAX_HEADER_BYTES, FileSource, GGUFError, read_header
 from reconciler.spec import validate_paths
 from reconciler.spec.loader import MAX_DEPTH, MAX_FILE_BYTES, MAX_NODES
 from tests.conftest import ROOT
@@ -228,3 +230,38 @@ def test_internal_errors_exit_3_with_one_line():
     done = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True, timeout=60, cwd=ROOT)
     assert done.returncode == 3
     assert done.stderr.splitlines() == [done.stderr.strip()] and "internal error (a bug in reconciler" in done.stderr
+
+
+def _gguf(path: Path, **values: object) -> None:
+    writer = gguf.GGUFWriter(path, "llama")
+    for key, value in values.items():
+        if isinstance(value, str):
+            writer.add_string(f"llama.{key}", value)
+        else:
+            writer.add_uint64(f"llama.{key}", int(str(value)))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+
+
+@pytest.mark.parametrize(
+    ("values", "reason"),
+    [
+        ({"block_count": 2**40}, "llama.block_count is 1099511627776; no model has more than 1024 layers"),
+        ({"block_count": "many"}, "llama.block_count is 'many', not a count"),
+        ({"block_count": 2, "embedding_length": 2**63}, "llama.embedding_length is 9223372036854775808, not a count"),
+    ],
+)
+def test_hostile_gguf_header_is_a_reason_not_a_crash(tmp_path, values, reason):
+    path = tmp_path / "m.gguf"
+    _gguf(path, **values)
+    code, stdout, stderr = plan(tmp_path, model(path=str(path)), "--observed", str(CPU))
+    assert (code, stderr) == (0, "") and f"cannot read the model's metadata: {path}: {reason}" in stdout
+
+
+def test_gguf_header_is_never_read_past_its_cap(tmp_path):
+    path = tmp_path / "m.gguf"
+    # version 3, no tensors, one key whose name claims 2^40 bytes
+    path.write_bytes(b"GGUF" + struct.pack("<IQQQ", 3, 0, 1, 2**40) + b"x" * 64)
+    with pytest.raises(GGUFError, match=f"header longer than {MAX_HEADER_BYTES} bytes"):
+        read_header(FileSource(path))
