@@ -35,7 +35,7 @@ GGUF = "/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf"
 ABSENT = "/nonexistent/reconciler-fuzz/gemma.gguf"
 ERROR_LINE = re.compile(r"^.+:\d+:\d+: \S")
 FUZZ = settings(
-    max_examples=100,
+    max_examples=150,
     deadline=timedelta(seconds=10),  # the bound for any one hostile file
     # The autouse cache fixture is per test, not per example: plans here never fill the cache.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
