@@ -36,6 +36,7 @@ bench: install
 	scripts/fetch-gemma
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/gemma_estimate.py
+	$(BIN)/python bench/hostile_input.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas
