@@ -19,6 +19,7 @@ from reconciler.observe import InstanceSpec
 # "-<replica>-rpc-server-<n>" to a 63-character model name. It is a file name
 # ("<id>.log.1"), so no "/", "." or NUL can get in.
 INSTANCE_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,198}[a-z0-9])?$")
+REPO = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
 # An absolute path (and query) on the instance's own host: never "//host" or "@host".
 HEALTH_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:%/?-]*$")
 
@@ -61,6 +62,11 @@ def check_spec(spec: InstanceSpec) -> InstanceSpec:
         _no_nul(ref.path, "files[].path")
         if not ref.path:
             raise ValueError("files[].path is empty")
+        # A repo and file become folders under the cache dir: no way out of it.
+        if ref.repo and not REPO.match(ref.repo):
+            raise ValueError(f"files[].repo {ref.repo!r} must be owner/name")
+        if ref.file and (ref.file.startswith("/") or "\0" in ref.file or ".." in ref.file.split("/")):
+            raise ValueError(f"files[].file {ref.file!r} must be a relative path inside the repo")
     return spec
 
 
