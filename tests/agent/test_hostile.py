@@ -20,9 +20,12 @@ from pathlib import Path
 import httpx
 import psutil
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reconciler.agent.gate import MAX_BODY
 from reconciler.agent.supervisor import BASE_ENV
+from reconciler.agent.wire import INSTANCE_ID
 
 TOKEN = "hostile-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -415,3 +418,14 @@ def test_ports_the_agent_does_not_own(agent: Agent) -> None:
             server.server_close()
     finally:
         foreign.close()
+
+
+@given(
+    name=st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z"),
+    replica=st.integers(0, 10**6),
+    index=st.integers(0, 64),
+    suffix=st.sampled_from(["", "-ray-head", "-rpc-server-{}", "-ray-worker-{}"]),
+)
+def test_every_id_the_planner_makes_is_accepted(name: str, replica: int, index: int, suffix: str) -> None:
+    """The planner names instances <model>-<replica>[-<role>[-<n>]], a model name being a DNS-1123 label."""
+    assert INSTANCE_ID.match(f"{name}-{replica}{suffix.format(index)}")
