@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from reconciler.agent.detect import detect_backends, detect_gpus, gpu_process_memory, system
 from reconciler.agent.files import ModelFiles, file_id
 from reconciler.agent.gate import MAX_BODY, Gate
-from reconciler.agent.procs import listeners
+from reconciler.agent.procs import children_table, listeners
 from reconciler.agent.supervisor import Supervisor, tail
 from reconciler.agent.wire import INSTANCE_ID, BodyInvalid, InstanceSet, LogLevel, parse_body
 from reconciler.observe import InstalledBackend, Worker
@@ -72,8 +72,9 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
 
     def worker_state() -> Worker:
         local_paths = [ref.path for spec in supervisor.record.instances for ref in spec.files if not ref.repo]
-        instances = supervisor.observed(gpu_process_memory())
-        ours = supervisor.pids()
+        table = children_table()
+        instances = supervisor.observed(gpu_process_memory(), table)
+        ours = supervisor.pids(table)
         foreign = [port for port, pids in listeners().items() if not pids <= ours]
         return Worker.model_validate(
             {

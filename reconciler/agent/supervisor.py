@@ -28,7 +28,7 @@ import httpx
 import psutil
 
 from reconciler.agent.files import ModelFiles, Progress
-from reconciler.agent.procs import describe, listeners, port_taken, tree, tree_listening, tree_rss
+from reconciler.agent.procs import Children, describe, listeners, port_taken, tree, tree_listening, tree_rss
 from reconciler.agent.record import AgentRecord, ProcessRecord, load_record, save_record
 from reconciler.observe import InstanceSpec, ObservedInstance
 from reconciler.render import spec_hash
@@ -95,14 +95,14 @@ class Instance:
     fetched: bool = False
     progress: Progress = field(default_factory=Progress)
 
-    def processes(self) -> list[psutil.Process]:
+    def processes(self, table: Children | None = None) -> list[psutil.Process]:
         """Its process tree, while its own process (pid and start time) still runs."""
         if self.pid is None or (self.create_time is not None and not _alive(self.pid, self.create_time)):
             return []
-        return tree(self.pid)
+        return tree(self.pid, table)
 
-    def observed(self, gpu_usage: dict[int, dict[int, int]]) -> ObservedInstance:
-        processes = self.processes()
+    def observed(self, gpu_usage: dict[int, dict[int, int]], table: Children) -> ObservedInstance:
+        processes = self.processes(table)
         vram: dict[int, int] = {}
         for process in processes:
             for gpu, used in gpu_usage.get(process.pid, {}).items():
@@ -413,12 +413,12 @@ class Supervisor:
                 with path.open("r+b") as handle:
                     handle.truncate(0)
 
-    def observed(self, gpu_usage: dict[int, dict[int, int]]) -> list[ObservedInstance]:
-        return [self.instances[key].observed(gpu_usage) for key in sorted(self.instances)]
+    def observed(self, gpu_usage: dict[int, dict[int, int]], table: Children) -> list[ObservedInstance]:
+        return [self.instances[key].observed(gpu_usage, table) for key in sorted(self.instances)]
 
-    def pids(self) -> set[int]:
+    def pids(self, table: Children) -> set[int]:
         """Every process of every instance."""
-        return {p.pid for instance in self.instances.values() for p in instance.processes()}
+        return {p.pid for instance in self.instances.values() for p in instance.processes(table)}
 
     def wants(self, instance_id: str) -> bool:
         return any(spec.id == instance_id for spec in self.record.instances)
