@@ -150,6 +150,8 @@ class ModelFiles:
             wanted = [file] if file else list(sizes)
             progress.root, progress.total = root, sum(sizes[f] for f in wanted)
             for name in wanted:
+                if name.startswith("/") or ".." in name.split("/"):  # the listing must not write outside the repo
+                    raise SourceUnavailable(f"ModelScope listed {name!r} in {ref.repo}: not a path inside it")
                 url = f"{MODELSCOPE}/api/v1/models/{ref.repo}/repo"
                 _resume_download(client, url, {"Revision": revision, "FilePath": name}, root / name, sizes[name])
         return root / file if file else root
