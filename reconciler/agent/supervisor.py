@@ -6,6 +6,8 @@ min(10 x 2^(n-1), 300) s, n counting failures since it was last Running.
 Backends write straight to ``<data-dir>/log/serve/<id>.log`` (not through a pipe),
 so they outlive the agent, which re-adopts them by pid and start time when it
 comes back. Stopping the agent leaves its instances running, as a kubelet does.
+An instance gets a clean environment (BASE_ENV and its spec's env), a port nobody
+else holds, and counts as healthy only while its own process tree holds that port.
 """
 
 from __future__ import annotations
@@ -323,7 +325,7 @@ class Supervisor:
         try:
             executable = self.executable(spec, env)
         except OSError as exc:
-            self._fail(instance, None, f"cannot start {spec.argv[0]}: {exc}")
+            self._fail(instance, None, f"cannot start: {exc}")
             return False
         if port_taken(spec.port):
             holders = listeners().get(spec.port, set())
