@@ -31,8 +31,11 @@ class Gate:
         return hmac.compare_digest(given, self.expected) and scheme.lower() == b"bearer"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] == "lifespan" or scope["path"] in OPEN_PATHS:
             await self.app(scope, receive, send)
+            return
+        if scope["type"] == "websocket":  # none are served; refused before the app sees one
+            await send({"type": "websocket.close", "code": 1008})
             return
         if not self.authorized(scope):
             await refuse(send, 401, "missing or wrong token", [(b"www-authenticate", b"Bearer")])

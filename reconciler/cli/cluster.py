@@ -105,18 +105,18 @@ def agent_command(
         Path | None,
         typer.Option(
             "--data-dir",
-            help="State, logs and binaries [default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
+            help="State, logs and binaries; made 0700, one agent each \\[default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
         ),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Model files [default: <data-dir>/cache].")
+        Path | None, typer.Option("--cache-dir", help="Model files \\[default: <data-dir>/cache].")
     ] = None,
-    worker_name: Annotated[str | None, typer.Option("--worker-name", help="[default: the host name]")] = None,
-    worker_ip: Annotated[str | None, typer.Option("--worker-ip", help="[default: the host's address]")] = None,
+    worker_name: Annotated[str | None, typer.Option("--worker-name", help="\\[default: the host name]")] = None,
+    worker_ip: Annotated[str | None, typer.Option("--worker-ip", help="\\[default: the host's address]")] = None,
     token_file: Annotated[
         Path | None,
         typer.Option(
-            "--token-file", help="File holding the token clients must send [default: <data-dir>/token, created]."
+            "--token-file", help="File holding the token clients must send \\[default: <data-dir>/token, created]."
         ),
     ] = None,
     labels: Annotated[str, typer.Option("--labels", help="Extra worker labels: k=v,k2=v2.")] = "",
@@ -126,7 +126,7 @@ def agent_command(
         typer.Option(
             "--allow-exec",
             help="Glob of executables instances may run (repeatable), e.g. '/usr/local/bin/llama-*'; "
-            "others end in Error [default: any].",
+            "others end in Error \\[default: any].",
         ),
     ] = None,
     debug: Annotated[
