@@ -105,7 +105,8 @@ def agent_command(
         Path | None,
         typer.Option(
             "--data-dir",
-            help="State, logs and binaries; made 0700, one agent each \\[default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
+            help="State, logs and binaries; made 0700, one agent each "
+            "\\[default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
         ),
     ] = None,
     cache_dir: Annotated[
