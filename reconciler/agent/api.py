@@ -1,27 +1,30 @@
-"""The agent's HTTP API. Every route but /healthz needs the token (compared in constant time)."""
+"""The agent's HTTP API. Every route but /healthz needs the token (see ``gate``)."""
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
+from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 
-from reconciler.agent.detect import detect_backends, detect_gpus, system
+from reconciler.agent.detect import detect_backends, detect_gpus, gpu_process_memory, system
 from reconciler.agent.files import ModelFiles, file_id
+from reconciler.agent.gate import MAX_BODY, Gate
+from reconciler.agent.procs import children_table, listeners
 from reconciler.agent.supervisor import Supervisor, tail
-from reconciler.observe import InstalledBackend, InstanceSpec, Worker
+from reconciler.agent.wire import INSTANCE_ID, BodyInvalid, InstanceSet, LogLevel, parse_body
+from reconciler.observe import InstalledBackend, Worker
 
 log = logging.getLogger("reconciler.agent")
+FOLLOW_INTERVAL = 0.5
+M = TypeVar("M", bound=BaseModel)
 
 
 @dataclass
@@ -34,32 +37,21 @@ class AgentConfig:
     token_sha256: str
     labels: dict[str, str] = field(default_factory=dict)
     port_range: str = "40000-40063"
+    allow_exec: list[str] = field(default_factory=list)
 
 
-class InstanceSet(BaseModel):
-    """Body of ``PUT /v1/instances``: the full desired set and its generation."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    generation: int = Field(ge=0)
-    instances: list[InstanceSpec]
-
-
-class LogLevel(BaseModel):
-    level: str
-
-
-def _token_checker(config: AgentConfig):  # type: ignore[no-untyped-def]
-    expected = bytes.fromhex(config.token_sha256)
-
-    def check(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        given = hashlib.sha256(token.encode()).digest()
-        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
-            raise HTTPException(401, "missing or wrong token", headers={"WWW-Authenticate": "Bearer"})
-
-    return check
+async def read_body(request: Request, model: type[M]) -> M:
+    """The body, capped as it streams (the gate already refused a larger declared length)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY:
+            raise HTTPException(413, f"a request body is at most {MAX_BODY} bytes", headers={"Connection": "close"})
+        chunks.append(chunk)
+    try:
+        return parse_body(b"".join(chunks), model)
+    except BodyInvalid as exc:
+        raise HTTPException(422, exc.problems) from exc
 
 
 def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -> FastAPI:
@@ -74,11 +66,16 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
         task.cancel()
         await supervisor.close()
 
-    app = FastAPI(title="reconciler agent", lifespan=lifespan)
-    authorized = [Depends(_token_checker(config))]
+    # No /docs, /redoc or /openapi.json: the API is documented in docs/agent.md.
+    app = FastAPI(title="reconciler agent", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.add_middleware(Gate, token_sha256=config.token_sha256)
 
     def worker_state() -> Worker:
         local_paths = [ref.path for spec in supervisor.record.instances for ref in spec.files if not ref.repo]
+        table = children_table()
+        instances = supervisor.observed(gpu_process_memory(), table)
+        ours = supervisor.pids(table)
+        foreign = [port for port, pids in listeners().items() if not pids <= ours]
         return Worker.model_validate(
             {
                 "name": config.name,
@@ -87,9 +84,10 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
                 "labels": config.labels,
                 **system(),
                 "gpus": detect_gpus(),
-                "instances": supervisor.observed(),
+                "instances": instances,
                 "backends": backends,
                 "files": files.listing(local_paths),
+                "ports_in_use": sorted(foreign),
                 "data_dir": str(config.data_dir),
                 "cache_dir": str(config.cache_dir),
             }
@@ -99,13 +97,14 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/v1/state", dependencies=authorized)
+    @app.get("/v1/state")
     async def state() -> dict[str, object]:
         worker = await asyncio.to_thread(worker_state)
         return worker.model_dump(mode="json", by_alias=True)
 
-    @app.put("/v1/instances", dependencies=authorized)
-    async def put_instances(body: InstanceSet) -> dict[str, object]:
+    @app.put("/v1/instances")
+    async def put_instances(request: Request) -> dict[str, object]:
+        body = await read_body(request, InstanceSet)
         ids = [spec.id for spec in body.instances]
         if len(ids) != len(set(ids)):
             raise HTTPException(422, "instance ids repeat")
@@ -118,10 +117,15 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
             )
         return {"generation": supervisor.record.generation, "changed": outcome == "accepted"}
 
-    @app.get("/v1/instances/{instance_id}/logs", dependencies=authorized, response_model=None)
+    @app.get("/v1/instances/{instance_id}/logs", response_model=None)
     async def logs(
-        instance_id: str, tail_lines: Annotated[int, Query(alias="tail", ge=0, le=100_000)] = 100, follow: bool = False
+        request: Request,
+        instance_id: str,
+        tail_lines: Annotated[int, Query(alias="tail", ge=0, le=100_000)] = 100,
+        follow: bool = False,
     ) -> PlainTextResponse | StreamingResponse:
+        if not INSTANCE_ID.match(instance_id):
+            raise HTTPException(404, f"no instance {instance_id!r}")
         path = supervisor.log_path(instance_id)
         if instance_id not in supervisor.instances and not path.exists():
             raise HTTPException(404, f"no instance {instance_id}")
@@ -133,8 +137,9 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
             for line in lines:
                 yield f"{line}\n".encode()
             position = path.stat().st_size if path.exists() else 0
-            while True:
-                await asyncio.sleep(0.5)
+            # Ends when the client goes or the instance is no longer wanted here.
+            while supervisor.wants(instance_id) and not await request.is_disconnected():
+                await asyncio.sleep(FOLLOW_INTERVAL)
                 size = path.stat().st_size if path.exists() else 0
                 if size < position:  # rotated
                     position = 0
@@ -147,20 +152,21 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
 
         return StreamingResponse(stream(), media_type="text/plain")
 
-    @app.put("/v1/log-level", dependencies=authorized)
-    async def log_level(body: LogLevel) -> dict[str, str]:
+    @app.put("/v1/log-level")
+    async def log_level(request: Request) -> dict[str, str]:
+        body = await read_body(request, LogLevel)
         level = logging.getLevelName(body.level.upper())
         if not isinstance(level, int):
             raise HTTPException(422, f"unknown level {body.level!r} (debug, info, warning, error)")
         logging.getLogger("reconciler").setLevel(level)
         return {"level": logging.getLevelName(level).lower()}
 
-    @app.get("/v1/files", dependencies=authorized)
+    @app.get("/v1/files")
     async def list_files() -> list[dict[str, object]]:
         entries = await asyncio.to_thread(files.listing, [])
         return [{"id": file_id(e.path), **e.model_dump(mode="json", by_alias=True, exclude={"gguf"})} for e in entries]
 
-    @app.delete("/v1/files/{identifier}", dependencies=authorized)
+    @app.delete("/v1/files/{identifier}")
     async def delete_file(identifier: str) -> dict[str, str]:
         try:
             removed = await asyncio.to_thread(files.remove, identifier, supervisor.files_in_use())

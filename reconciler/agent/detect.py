@@ -63,6 +63,37 @@ def detect_gpus() -> list[GPUDevice]:
         pynvml.nvmlShutdown()
 
 
+def gpu_process_memory() -> dict[int, dict[int, int]]:
+    """VRAM bytes per pid per GPU index (NVML's compute and graphics processes); empty without a GPU."""
+    try:
+        import pynvml
+    except ImportError:
+        return {}
+    try:
+        pynvml.nvmlInit()
+    except pynvml.NVMLError:
+        return {}
+    usage: dict[int, dict[int, int]] = {}
+    try:
+        for index in range(pynvml.nvmlDeviceGetCount()):
+            handle = pynvml.nvmlDeviceGetHandleByIndex(index)
+            for query in (pynvml.nvmlDeviceGetComputeRunningProcesses, pynvml.nvmlDeviceGetGraphicsRunningProcesses):
+                try:
+                    processes = query(handle)
+                except pynvml.NVMLError:
+                    continue
+                for process in processes:
+                    used = process.usedGpuMemory  # None where the driver does not say (some vGPUs, WDDM)
+                    if used is not None:
+                        per_gpu = usage.setdefault(int(process.pid), {})
+                        per_gpu[index] = max(per_gpu.get(index, 0), int(used))
+        return usage
+    except pynvml.NVMLError:
+        return usage
+    finally:
+        pynvml.nvmlShutdown()
+
+
 def _version(path: str) -> str:
     try:
         done = subprocess.run([path, "--version"], capture_output=True, text=True, timeout=VERSION_TIMEOUT, check=False)

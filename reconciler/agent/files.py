@@ -8,6 +8,7 @@ deployment; only ``DELETE /v1/files/{id}`` removes one, and only when no instanc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -38,6 +39,28 @@ def disk_bytes(path: Path) -> int:
     if not path.is_dir():
         return 0
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+
+
+LOCAL_DIR_ENTRIES = 4096
+
+
+def shallow_bytes(path: Path) -> int:
+    """Bytes of a file, or of the files directly in a folder (at most LOCAL_DIR_ENTRIES looked at).
+
+    For paths an instance names: reported on every ``GET /v1/state``, so never a walk of a
+    tree the agent does not own (``/usr`` took 14 s).
+    """
+    if not path.is_dir():
+        return path.stat().st_size if path.is_file() else 0
+    total = 0
+    with os.scandir(path) as entries:
+        for count, entry in enumerate(entries):
+            if count >= LOCAL_DIR_ENTRIES:
+                break
+            with contextlib.suppress(OSError):
+                if entry.is_file():
+                    total += entry.stat().st_size
+    return total
 
 
 @dataclass
@@ -127,6 +150,8 @@ class ModelFiles:
             wanted = [file] if file else list(sizes)
             progress.root, progress.total = root, sum(sizes[f] for f in wanted)
             for name in wanted:
+                if name.startswith("/") or ".." in name.split("/"):  # the listing must not write outside the repo
+                    raise SourceUnavailable(f"ModelScope listed {name!r} in {ref.repo}: not a path inside it")
                 url = f"{MODELSCOPE}/api/v1/models/{ref.repo}/repo"
                 _resume_download(client, url, {"Revision": revision, "FilePath": name}, root / name, sizes[name])
         return root / file if file else root
@@ -162,7 +187,7 @@ class ModelFiles:
             path = Path(extra)
             if extra not in found and path.exists():
                 facts = self.gguf_facts(path) if path.is_file() and path.suffix == ".gguf" else None
-                found[extra] = ModelFile(path=extra, size=disk_bytes(path), source="local", gguf=facts)
+                found[extra] = ModelFile(path=extra, size=shallow_bytes(path), source="local", gguf=facts)
         return [found[k] for k in sorted(found)]
 
     def remove(self, identifier: str, in_use: set[str]) -> ModelFile | None:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from reconciler.errors import ReconcilerError
 from reconciler.observe import InstanceSpec
 
 
@@ -30,23 +31,51 @@ class AgentRecord(BaseModel):
     processes: dict[str, ProcessRecord] = {}
 
 
+class StartRefused(ReconcilerError):
+    """The agent will not start on this data dir; the message says why and what to do."""
+
+
+class RecordDamaged(StartRefused):
+    """``state.json`` cannot be read: the agent refuses to start rather than stop instances it
+    can no longer account for. The last good copy lies beside it."""
+
+
+def last_good(path: Path) -> Path:
+    return path.with_name(path.stem + ".last-good.json")
+
+
 def load_record(path: Path) -> AgentRecord:
     try:
         return AgentRecord.model_validate(json.loads(path.read_text(encoding="utf-8")))
     except FileNotFoundError:
         return AgentRecord()
-    except (OSError, ValueError, ValidationError):
-        # A damaged record is set aside, not trusted: the reconciler sends the set again.
-        path.replace(path.with_suffix(".damaged"))
-        return AgentRecord()
+    except (OSError, ValueError, ValidationError) as exc:
+        good = last_good(path)
+        remedy = (
+            f"the last good copy is {good}: `cp {good} {path}` to resume from it"
+            if good.exists()
+            else f"no good copy exists: remove {path} to start from an empty set (which stops every instance)"
+        )
+        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise RecordDamaged(
+            f"{path} is damaged ({problem}); refusing to start rather than stop the instances it lists; {remedy}"
+        ) from exc
 
 
-def save_record(path: Path, record: AgentRecord) -> None:
-    """Write to a temporary file, flush it to disk, then rename over the old record."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    with tmp.open("w", encoding="utf-8") as handle:
-        handle.write(record.model_dump_json())
+def _write(path: Path, text: str) -> None:
+    """Write to a temporary file (0600: it holds argv and env), flush it to disk, rename it over."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
         handle.flush()
         os.fsync(handle.fileno())
     tmp.replace(path)
+
+
+def save_record(path: Path, record: AgentRecord) -> None:
+    """The last good copy first, then the record: a damaged record always has a whole copy beside it."""
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    text = record.model_dump_json()
+    _write(last_good(path), text)
+    _write(path, text)

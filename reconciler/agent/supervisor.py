@@ -6,18 +6,22 @@ min(10 x 2^(n-1), 300) s, n counting failures since it was last Running.
 Backends write straight to ``<data-dir>/log/serve/<id>.log`` (not through a pipe),
 so they outlive the agent, which re-adopts them by pid and start time when it
 comes back. Stopping the agent leaves its instances running, as a kubelet does.
+An instance gets a clean environment (BASE_ENV and its spec's env), a port nobody
+else holds, and counts as healthy only while its own process tree holds that port.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fnmatch
 import logging
 import os
+import shutil
 import signal
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -26,8 +30,10 @@ import httpx
 import psutil
 
 from reconciler.agent.files import ModelFiles, Progress
+from reconciler.agent.procs import Children, describe, listeners, port_taken, tree, tree_listening, tree_rss
 from reconciler.agent.record import AgentRecord, ProcessRecord, load_record, save_record
 from reconciler.observe import InstanceSpec, ObservedInstance
+from reconciler.render import spec_hash
 
 log = logging.getLogger("reconciler.agent")
 
@@ -38,6 +44,9 @@ LOG_MAX_BYTES = 20 * 1024 * 1024
 TAIL_LINES = 20
 INSTANCE_ENV = "RECONCILER_INSTANCE"
 DATA_DIR_ENV = "RECONCILER_DATA_DIR"
+# All an instance inherits from the agent; the rest of its environment is what its spec sets.
+# Never the agent's secrets (HF_TOKEN, the proxy credentials, ...).
+BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "TMPDIR", "LD_LIBRARY_PATH")
 
 
 def backoff(failures: int) -> float:
@@ -88,7 +97,18 @@ class Instance:
     fetched: bool = False
     progress: Progress = field(default_factory=Progress)
 
-    def observed(self) -> ObservedInstance:
+    def processes(self, table: Children | None = None) -> list[psutil.Process]:
+        """Its process tree, while its own process (pid and start time) still runs."""
+        if self.pid is None or (self.create_time is not None and not _alive(self.pid, self.create_time)):
+            return []
+        return tree(self.pid, table)
+
+    def observed(self, gpu_usage: dict[int, dict[int, int]], table: Children) -> ObservedInstance:
+        processes = self.processes(table)
+        vram: dict[int, int] = {}
+        for process in processes:
+            for gpu, used in gpu_usage.get(process.pid, {}).items():
+                vram[gpu] = vram.get(gpu, 0) + used
         return ObservedInstance.model_validate(
             {
                 **self.spec.model_dump(),
@@ -98,13 +118,22 @@ class Instance:
                 "restarts": self.restarts,
                 "exit_code": self.exit_code,
                 "progress": self.progress.fraction() if self.state == "Downloading" else None,
+                "measured_ram": tree_rss(processes),
+                "measured_vram": vram,
             }
         )
 
 
 class Supervisor:
-    def __init__(self, data_dir: Path, files: ModelFiles, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        files: ModelFiles,
+        clock: Callable[[], float] = time.monotonic,
+        allow_exec: Sequence[str] = (),
+    ) -> None:
         self.data_dir = data_dir
+        self.allow_exec = tuple(allow_exec)
         self.log_dir = data_dir / "log" / "serve"
         self.record_path = data_dir / "state.json"
         self.files = files
@@ -117,7 +146,12 @@ class Supervisor:
     # --- the accepted set -------------------------------------------------------------
 
     def accept(self, generation: int, specs: list[InstanceSpec]) -> Literal["accepted", "unchanged", "stale"]:
-        """Take a new full set; an older generation (or a different set at the same one) is stale."""
+        """Take a new full set; an older generation (or a different set at the same one) is stale.
+
+        Spec hashes are computed here, never taken from the client: a changed argv or port
+        under an unchanged hash must still replace the process.
+        """
+        specs = [spec.model_copy(update={"spec_hash": spec_hash(spec)}) for spec in specs]
         same = sorted((s.id, s.spec_hash) for s in specs) == sorted((s.id, s.spec_hash) for s in self.record.instances)
         if generation < self.record.generation or (generation == self.record.generation and not same):
             return "stale"
@@ -189,7 +223,12 @@ class Supervisor:
         for key, spec in desired.items():
             if key not in self.instances:
                 self.instances[key] = Instance(spec)
-            changed |= await self.advance(self.instances[key])
+            instance = self.instances[key]
+            try:
+                changed |= await self.advance(instance)
+            except Exception as exc:  # whatever goes wrong with one instance ends in its Error, with the reason
+                log.exception("%s: cannot advance", key)
+                self._fail(instance, None, f"internal error: {type(exc).__name__}: {exc}")
         if changed:
             self._persist()
 
@@ -260,16 +299,47 @@ class Supervisor:
     def log_path(self, instance_id: str) -> Path:
         return self.log_dir / f"{instance_id}.log"
 
+    def environment(self, spec: InstanceSpec) -> dict[str, str]:
+        base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
+        return {"PATH": os.defpath, **base, **spec.env, INSTANCE_ENV: spec.id, DATA_DIR_ENV: str(self.data_dir)}
+
+    def executable(self, spec: InstanceSpec, env: dict[str, str]) -> str:
+        """The file argv[0] names, as exec would find it; raises PermissionError outside --allow-exec."""
+        program = spec.argv[0]
+        if "/" in program:  # relative to the instance's working directory, the data dir
+            found = os.path.normpath(os.path.join(self.data_dir, program))
+            if not (os.path.isfile(found) and os.access(found, os.X_OK)):
+                raise FileNotFoundError(f"{program} is not an executable file")
+        else:
+            which = shutil.which(program, path=env["PATH"])
+            if which is None:
+                raise FileNotFoundError(f"{program} is not on PATH ({env['PATH']})")
+            found = os.path.abspath(which)
+        if self.allow_exec and not any(fnmatch.fnmatchcase(found, glob) for glob in self.allow_exec):
+            raise PermissionError(f"{found} is outside --allow-exec ({', '.join(self.allow_exec)})")
+        return found
+
     def spawn(self, instance: Instance) -> bool:
         spec = instance.spec
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, **spec.env, INSTANCE_ENV: spec.id, DATA_DIR_ENV: str(self.data_dir)}
-        with self.log_path(spec.id).open("ab") as output:
+        env = self.environment(spec)
+        try:
+            executable = self.executable(spec, env)
+        except OSError as exc:
+            self._fail(instance, None, f"cannot start: {exc}")
+            return False
+        if port_taken(spec.port):
+            holders = listeners().get(spec.port, set())
+            self._fail(instance, None, f"cannot start: port {spec.port} is in use by {describe(holders)}")
+            return False
+        self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fd = os.open(self.log_path(spec.id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "ab") as output:
             output.write(f"--- reconciler: starting {spec.id}: {' '.join(spec.argv)}\n".encode())
             output.flush()
             try:
                 popen = subprocess.Popen(
                     spec.argv,
+                    executable=executable,
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=output,
@@ -277,8 +347,8 @@ class Supervisor:
                     start_new_session=True,
                     cwd=self.data_dir,
                 )
-            except OSError as exc:
-                self._fail(instance, None, f"cannot start {spec.argv[0]}: {exc.strerror or exc}")
+            except (OSError, ValueError, subprocess.SubprocessError) as exc:
+                self._fail(instance, None, f"cannot start {spec.argv[0]}: {exc}")
                 return False
         instance.popen, instance.pid = popen, popen.pid
         try:
@@ -291,7 +361,11 @@ class Supervisor:
         return True
 
     async def probe(self, instance: Instance) -> bool:
+        """Healthy only when this instance's own process tree holds the port: a foreign
+        listener answering there must not make it look Running."""
         port = instance.spec.port
+        if port not in await asyncio.to_thread(lambda: tree_listening(instance.processes())):
+            return False
         if not instance.spec.health_path:  # RPC servers and Ray nodes: the port accepts connections
             try:
                 _, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), PROBE_TIMEOUT)
@@ -335,13 +409,21 @@ class Supervisor:
         with contextlib.suppress(OSError):
             if path.stat().st_size > LOG_MAX_BYTES:
                 rotated = path.with_suffix(".log.1")
-                with path.open("rb") as source, rotated.open("wb") as target:
+                fd = os.open(rotated, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                with path.open("rb") as source, os.fdopen(fd, "wb") as target:
                     target.write(source.read())
                 with path.open("r+b") as handle:
                     handle.truncate(0)
 
-    def observed(self) -> list[ObservedInstance]:
-        return [self.instances[key].observed() for key in sorted(self.instances)]
+    def observed(self, gpu_usage: dict[int, dict[int, int]], table: Children) -> list[ObservedInstance]:
+        return [self.instances[key].observed(gpu_usage, table) for key in sorted(self.instances)]
+
+    def pids(self, table: Children) -> set[int]:
+        """Every process of every instance."""
+        return {p.pid for instance in self.instances.values() for p in instance.processes(table)}
+
+    def wants(self, instance_id: str) -> bool:
+        return any(spec.id == instance_id for spec in self.record.instances)
 
     def files_in_use(self) -> set[str]:
         return {ref.path for spec in self.record.instances for ref in spec.files}

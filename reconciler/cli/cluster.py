@@ -105,28 +105,44 @@ def agent_command(
         Path | None,
         typer.Option(
             "--data-dir",
-            help="State, logs and binaries [default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
+            help="State, logs and binaries; made 0700, one agent each "
+            "\\[default: /var/lib/reconciler as root, else ~/.local/share/reconciler].",
         ),
     ] = None,
     cache_dir: Annotated[
-        Path | None, typer.Option("--cache-dir", help="Model files [default: <data-dir>/cache].")
+        Path | None, typer.Option("--cache-dir", help="Model files \\[default: <data-dir>/cache].")
     ] = None,
-    worker_name: Annotated[str | None, typer.Option("--worker-name", help="[default: the host name]")] = None,
-    worker_ip: Annotated[str | None, typer.Option("--worker-ip", help="[default: the host's address]")] = None,
+    worker_name: Annotated[str | None, typer.Option("--worker-name", help="\\[default: the host name]")] = None,
+    worker_ip: Annotated[str | None, typer.Option("--worker-ip", help="\\[default: the host's address]")] = None,
     token_file: Annotated[
         Path | None,
         typer.Option(
-            "--token-file", help="File holding the token clients must send [default: <data-dir>/token, created]."
+            "--token-file", help="File holding the token clients must send \\[default: <data-dir>/token, created]."
         ),
     ] = None,
     labels: Annotated[str, typer.Option("--labels", help="Extra worker labels: k=v,k2=v2.")] = "",
     port_range: Annotated[str, typer.Option("--port-range", help="Ports for instances.")] = "40000-40063",
+    allow_exec: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-exec",
+            help="Glob of executables instances may run (repeatable), e.g. '/usr/local/bin/llama-*'; "
+            "others end in Error \\[default: any].",
+        ),
+    ] = None,
     debug: Annotated[
         bool, typer.Option("--debug", help="Debug logging (change later with PUT /v1/log-level).")
     ] = False,
 ) -> None:
     """Run the node agent: report this machine, and run the instances the reconciler hands it."""
-    from reconciler.agent import AgentConfig, default_data_dir, default_ip, read_or_create_token, run_agent
+    from reconciler.agent import (
+        AgentConfig,
+        StartRefused,
+        default_data_dir,
+        default_ip,
+        read_or_create_token,
+        run_agent,
+    )
 
     data = (data_dir or default_data_dir()).expanduser().resolve()
     try:
@@ -143,6 +159,11 @@ def agent_command(
         token_sha256=token_sha256,
         labels=_labels(labels),
         port_range=port_range,
+        allow_exec=allow_exec or [],
     )
     typer.echo(f"agent {config.name}: data {data}, cache {config.cache_dir}, token in {token_path}", err=True)
-    run_agent(config, host, debug)
+    try:
+        run_agent(config, host, debug)
+    except StartRefused as exc:
+        typer.echo(f"reconcile agent: {exc}", err=True)
+        raise typer.Exit(1) from exc

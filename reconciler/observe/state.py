@@ -125,6 +125,8 @@ class ObservedInstance(InstanceSpec):
     restarts: int = 0
     exit_code: int | None = None
     progress: float | None = None  # download progress, 0..1, while Downloading
+    measured_ram: ByteSize | None = None  # RSS of the process tree; None while no process runs
+    measured_vram: dict[int, ByteSize] = {}  # per GPU index, from NVML's per-process usage
 
     def spec(self) -> InstanceSpec:
         """The instance as it was handed to the agent, without its status."""

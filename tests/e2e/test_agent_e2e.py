@@ -60,7 +60,7 @@ class Cluster:
         self.agent: subprocess.Popen[bytes] | None = None
         self.manifests.mkdir()
         self.token.write_text(TOKEN)
-        low = 42000 + (self.port % 200) * 20
+        self.low = low = 42000 + (self.port % 200) * 20
         (self.manifests / "cluster.yaml").write_text(
             "apiVersion: reconciler/v1\nkind: Cluster\nmetadata: {name: e2e}\n"
             f"spec:\n  agents: [{{name: local, url: 'http://127.0.0.1:{self.port}'}}]\n"
@@ -193,12 +193,19 @@ def chat(port: int) -> str:
 
 
 def test_apply_serve_reapply_replace_adopt_stop_delete(cluster: Cluster) -> None:
+    foreign = socket.socket()  # a listener the agent does not own, on the first port of the range
+    foreign.bind(("127.0.0.1", cluster.low))
+    foreign.listen()
     cluster.write_model()
     first = cluster.apply()
     assert "+ create gemma-0 on local" in first.stdout
     instance = cluster.wait("gemma-0", running)
     pid, port = instance["pid"], instance["port"]
+    assert port != cluster.low, "the planner avoids the ports the agent reports in use"
+    foreign.close()
     assert chat(port).strip(), "the model answered with empty text"
+    measured = cluster.state()["gemma-0"]
+    assert int(measured["measuredRam"]) > 50_000_000 and measured["measuredVram"] == {}  # type: ignore[call-overload]
     logs = httpx.get(
         f"http://127.0.0.1:{cluster.port}/v1/instances/gemma-0/logs",
         params={"tail": 100000},
