@@ -76,7 +76,8 @@ def gguf_claim(
 ) -> GGUFClaim:
     """Claim with the last ``offload`` layers on GPUs (``block_count + 1`` adds the output layer).
 
-    ``context`` is the total KV context (context x parallel for llama-box); ``split``
+    ``context`` is ``--ctx-size``: the KV cache holds that many tokens in total, shared by the
+    ``parallel`` slots (llama.cpp's server and llama-box split it; gguf-parser counts the same). ``split``
     gives each GPU's share of the offloaded layers; ``host_bytes`` is what the server
     process holds besides llama.cpp (llama_cpp.server's logits array with logits_all).
     """

@@ -249,11 +249,9 @@ def _candidates(ctx: ModelContext, request: Request, capacity: Capacity) -> Outc
         if metadata is None or metadata.gguf is None:
             return Outcome(notes=[f"backend {ctx.backend} needs a GGUF file"])
         python_server = ctx.backend == "llama-cpp"
-        # llama_cpp.server serves one sequence; llama-box holds context x parallel.
-        total_context = ctx.context if python_server else ctx.context * ctx.parallel
         logits_all = python_server and (param_value(ctx.params, "--logits_all") or "").lower() in ("true", "1")
         host = ctx.context * metadata.gguf.vocab_size * 4 if logits_all else 0
-        shape = GGUFShape(metadata.gguf, total_context, 1 if python_server else ctx.parallel, python_server, host)
+        shape = GGUFShape(metadata.gguf, ctx.context, 1 if python_server else ctx.parallel, python_server, host)
         return gguf_candidates(request, shape, capacity)
     weights = metadata.weight_bytes if metadata else 0
     if ctx.backend in GPU_SHARE_FAMILY:

@@ -167,7 +167,7 @@ def test_gguf_full_offload_on_one_gpu():
 
 
 def test_gguf_split_over_two_gpus_of_one_worker():
-    observed = ObservedState.of([worker("two", gpus=[8, 8])])
+    observed = ObservedState.of([worker("two", gpus=[5, 5])])
     model = GGUF + "  cpuOffloading: false\n"
     [create] = creates(run(desired(model), observed))
     assert create.instance.gpus == [0, 1]
