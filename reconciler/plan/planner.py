@@ -171,14 +171,14 @@ def plan(
                 actions.extend(Action("delete", w, i, reason) for w, i in old_members)
                 continue
             for worker, spec in placed:
-                capacity.take(worker, spec.claim, name)
+                capacity.take(worker, spec.claim, name, spec.id)
             actions.extend(_diff(placed, old_members, reason))
     return Plan.build(revision, actions, pending)
 
 
 def _hold(capacity: Capacity, ports: _Ports, group: _Group, model: str) -> None:
     for worker, instance in group.members:
-        capacity.take(worker, instance.claim, model)
+        capacity.take(worker, instance.claim, model, instance.id)
         ports.hold(worker, instance.port)
 
 

@@ -35,6 +35,7 @@ class Capacity:
         self.gpu_model_count: Counter[tuple[str, int, str]] = Counter()
         self.instance_count: Counter[str] = Counter()
         self.gpu_instance_count: Counter[tuple[str, int]] = Counter()
+        self.holders: dict[tuple[str, int], list[str]] = {}  # instances holding VRAM per GPU, for reasons
 
     def gpu(self, worker: str, index: int) -> tuple[int, bool] | None:
         return self.devices.get((worker, index))
@@ -63,9 +64,11 @@ class Capacity:
     def _unified(self, worker: str, claim: ResourceClaim) -> int:
         return sum(v for i, v in claim.vram.items() if (self.gpu(worker, i) or (0, False))[1])
 
-    def take(self, worker: str, claim: ResourceClaim, model: str) -> None:
+    def take(self, worker: str, claim: ResourceClaim, model: str, instance: str = "") -> None:
         self.ram_claimed[worker] += claim.ram + self._unified(worker, claim)
         for index, vram in claim.vram.items():
+            if instance and vram:
+                self.holders.setdefault((worker, index), []).append(instance)
             self.vram_claimed[(worker, index)] += vram
             if (worker, index) in self.vram_free:
                 self.vram_free[(worker, index)] -= vram

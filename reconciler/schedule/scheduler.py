@@ -237,7 +237,8 @@ class Scheduler:
         )
         outcome = _candidates(ctx, request, self.capacity)
         if not outcome.candidates:
-            notes = "; ".join(outcome.notes) or "nothing fits"
+            # Each note may be a sentence of its own; a period before "; " reads badly.
+            notes = "; ".join(note.rstrip(".") for note in outcome.notes) or "nothing fits"
             rejected = f" ({filtered.summary()})" if filtered.rejected else ""
             return Unschedulable(f"No suitable workers: {notes}{rejected}")
         return best(outcome.candidates, self.capacity, ctx.name, ctx.placement, prefer_worker)

@@ -52,6 +52,16 @@ class Outcome:
     notes: list[str] = field(default_factory=list)
 
 
+def fewest_gpus(candidates: list[Placement]) -> list[Placement]:
+    """Only the candidates using the fewest GPUs across all workers, as GPUStack keeps them.
+
+    Scoring comes after, so a 3-GPU placement never beats a 2-GPU one: the spare GPU
+    stays free for the next model.
+    """
+    fewest = min((len(c.gpus) for c in candidates), default=0)
+    return [c for c in candidates if len(c.gpus) == fewest]
+
+
 # --- llama.cpp family ----------------------------------------------------------------------
 
 
@@ -159,7 +169,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                     break
             if request.enough(found):
                 break
-        return found
+        return fewest_gpus(found)
 
     def rpc() -> list[Placement]:
         found = []
@@ -192,6 +202,8 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                         )
                     )
                     break
+        if not found:
+            outcome.notes.append(_rpc_shortfall(request, shape, capacity))
         return found
 
     def partial() -> list[Placement]:
@@ -215,7 +227,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                         placement(worker.name, chosen, low, "partial-offload", _gguf_claim(shape, chosen, low, split))
                     )
         most = max((p.offload_layers or 0 for p in found), default=0)
-        return [p for p in found if p.offload_layers == most]
+        return fewest_gpus([p for p in found if p.offload_layers == most])
 
     def cpu() -> list[Placement]:
         found = []
@@ -240,9 +252,33 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
     for _, level in levels:
         outcome.candidates = level()
         if outcome.candidates:
+            outcome.notes.clear()
             return outcome
-    outcome.notes.append(_gguf_shortfall(request, shape, capacity))
+    outcome.notes.insert(0, _gguf_shortfall(request, shape, capacity))
     return outcome
+
+
+def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
+    """The multi-worker combination that came closest: a main worker plus up to 8 RPC GPUs."""
+    best: tuple[int, list[str], int] | None = None
+    for main in request.workers:
+        remote = [(w.name, i) for w in request.workers if w.name != main.name for i in request.gpus(capacity, w)]
+        remote.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))
+        devices = remote[:MAX_RPC_SERVERS] + [(main.name, i) for i in request.gpus(capacity, main)]
+        if len({name for name, _ in devices}) < 2:
+            continue
+        provided = sum(max(capacity.vram_allocatable(*d), 0) for d in devices)
+        if best is None or provided > best[0]:
+            split = [max(capacity.vram_allocatable(*d), 1) for d in devices]
+            names = [main.name] + sorted({name for name, _ in devices} - {main.name})
+            best = (provided, names, shape.claim(shape.facts.block_count + 1, split).vram_total)
+    if best is None:
+        return "over RPC: fewer than two workers with GPUs passed the filters"
+    provided, names, needed = best
+    return (
+        f"over RPC, workers {', '.join(names)} together provide {gib(provided)} GiB allocatable VRAM "
+        f"of the {gib(needed)} GiB needed split that way"
+    )
 
 
 def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
@@ -251,11 +287,12 @@ def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> s
     cpu_claim = shape.claim(0)
     if not request.workers:
         return "no worker passed the filters"
-    best = max(
+    best = min(  # the most allocatable VRAM, then RAM; between equals, the first name
         request.workers,
         key=lambda w: (
-            sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)),
-            capacity.ram_allocatable(w.name),
+            -sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)),
+            -capacity.ram_allocatable(w.name),
+            w.name,
         ),
     )
     vram = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in request.gpus(capacity, best))
@@ -358,7 +395,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         if outcome.candidates:
             return outcome
     if fixed != 1 and request.backend not in ("vox-box",):
-        divisibility: list[str] = []
+        divisibility: list[tuple[int, str]] = []  # (GPU count, why): the smallest count decided it
         for worker in request.workers:
             gpus = usable(worker)
             for count in [fixed] if fixed else range(2, len(gpus) + 1):
@@ -370,8 +407,11 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                     continue
                 if share.heads and share.heads % count:
                     divisibility.append(
-                        f"Total number of attention heads ({share.heads}) must be divisible by "
-                        f"tensor parallel size ({count})."
+                        (
+                            count,
+                            f"Total number of attention heads ({share.heads}) must be divisible by "
+                            f"tensor parallel size ({count}).",
+                        )
                     )
                     continue
                 if ram <= capacity.ram_allocatable(worker.name):
@@ -380,12 +420,16 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
             if request.enough(outcome.candidates):
                 break
         if outcome.candidates:
+            outcome.candidates = fewest_gpus(outcome.candidates)
             return outcome
-        outcome.notes.extend(sorted(set(divisibility)))
+        if divisibility:
+            outcome.notes.append(min(divisibility)[1])
         if request.distributed and request.backend == "vllm":
             outcome.candidates = _ray_candidates(request, share, capacity, usable, place)
             if outcome.candidates:
+                outcome.notes.clear()
                 return outcome
+            outcome.notes.append(_ray_shortfall(request, share, capacity, usable))
     outcome.notes.insert(0, _share_shortfall(request, share, capacity, usable))
     return outcome
 
@@ -435,6 +479,29 @@ def _ray_candidates(
     return found
 
 
+def _ray_shortfall(
+    request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]
+) -> str:
+    """The Ray combination that came closest: all workers with the same number of usable GPUs."""
+    groups: dict[int, list[Worker]] = {}
+    for worker in request.workers:
+        count = len(usable(worker))
+        if count and count == len(request.gpus(capacity, worker)):
+            groups.setdefault(count, []).append(worker)
+    best: tuple[int, list[str]] | None = None
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        provided = sum(
+            _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for w in members for i in usable(w)
+        )
+        if best is None or provided > best[0]:
+            best = (provided, sorted(w.name for w in members))
+    if best is None:
+        return "over Ray: no two workers have the same number of GPUs, all of them usable"
+    return f"over Ray, workers {', '.join(best[1])} together provide {gib(best[0])} GiB"
+
+
 def _share_shortfall(
     request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]
 ) -> str:
@@ -442,9 +509,10 @@ def _share_shortfall(
     gpu_workers = [w for w in request.workers if request.gpus(capacity, w)]
     if not gpu_workers:
         return text + f"; none of the {len(request.workers)} workers that passed the filters has a GPU"
-    best = max(
+    # The most allocatable VRAM; between equals, the first name.
+    best = min(
         gpu_workers,
-        key=lambda w: (sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)), w.name),
+        key=lambda w: (-sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)), w.name),
     )
     gpus = request.gpus(capacity, best)
     allocatable = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in gpus)
@@ -456,6 +524,10 @@ def _share_shortfall(
             f", {len(good)}/{len(gpus)} of its GPUs meet the VRAM utilization ratio ({share.gmu:g}), "
             f"providing {gib(providing)} GiB"
         )
+        held = [i for i in gpus if i not in good and capacity.holders.get((best.name, i))]
+        for index in sorted(held):
+            names = ", ".join(capacity.holders[(best.name, index)])
+            text += f"; GPU {index} misses the ratio because {names} holds memory on it"
     return text
 
 

@@ -53,7 +53,8 @@ def test_divisibility_failure_is_reported():
     model = QWEN_32B.replace("Qwen/Qwen2.5-32B-Instruct", "org/odd-heads") + "  scheduling: {gpusPerReplica: 4}\n"
     odd = safetensors("hf:org/odd-heads", 150, heads=25)
     [pending] = run(desired(model), snapshot("2x8xh100.yaml"), facts(odd)).pending
-    assert "Total number of attention heads (25) must be divisible by tensor parallel size (4)." in pending.reason
+    assert "Total number of attention heads (25) must be divisible by tensor parallel size (4)" in pending.reason
+    assert ".;" not in pending.reason
 
 
 def test_7b_across_two_single_gpu_workers_over_ray():
