@@ -429,7 +429,8 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
             if outcome.candidates:
                 outcome.notes.clear()
                 return outcome
-            outcome.notes.append(_ray_shortfall(request, share, capacity, usable))
+            if len(request.workers) > 1:
+                outcome.notes.append(_ray_shortfall(request, share, capacity, usable))
     outcome.notes.insert(0, _share_shortfall(request, share, capacity, usable))
     return outcome
 
@@ -479,9 +480,7 @@ def _ray_candidates(
     return found
 
 
-def _ray_shortfall(
-    request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]
-) -> str:
+def _ray_shortfall(request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]) -> str:
     """The Ray combination that came closest: all workers with the same number of usable GPUs."""
     groups: dict[int, list[Worker]] = {}
     for worker in request.workers:
@@ -498,7 +497,7 @@ def _ray_shortfall(
         if best is None or provided > best[0]:
             best = (provided, sorted(w.name for w in members))
     if best is None:
-        return "over Ray: no two workers have the same number of GPUs, all of them usable"
+        return "over Ray: no two workers have the same number of GPUs, each meeting the ratio"
     return f"over Ray, workers {', '.join(best[1])} together provide {gib(best[0])} GiB"
 
 

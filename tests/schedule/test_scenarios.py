@@ -218,3 +218,27 @@ def test_quickstart_on_the_cpu_snapshot():
     assert create.instance.argv[:3] == ["python3", "-m", "llama_cpp.server"]
     assert create.instance.argv[-2:] == ["--chat_format", "gemma"]
     assert create.instance.port == 40000
+
+
+def test_rpc_level_names_its_best_combination():
+    model = """
+apiVersion: reconciler/v1
+kind: Model
+metadata: {name: llama-70b}
+spec:
+  source: {huggingface: {repo: bartowski/Llama-3.3-70B-Instruct-GGUF, file: "*Q4_K_M.gguf"}}
+  backend: llama-box
+  cpuOffloading: false
+"""
+    observed = ObservedState.of([worker(f"desk-{i}", gpus=[16]) for i in (1, 2, 3)])
+    [pending] = run(desired(model), observed).pending
+    assert "over RPC, workers desk-1, desk-2, desk-3 together provide 45.00 GiB allocatable VRAM" in pending.reason
+    assert "cpuOffloading is off" in pending.reason
+
+
+def test_equal_workers_tie_to_the_first_name():
+    observed = ObservedState.of([worker(n, gpus=[80]) for n in ("c", "a", "b")])
+    [create] = creates(run(desired(SMALL.replace("PLACEMENT", "spread")), observed))
+    assert create.worker == "a"
+    [create] = creates(run(desired(SMALL.replace("PLACEMENT", "binpack")), observed))
+    assert create.worker == "a"
