@@ -270,7 +270,7 @@ def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> st
         provided = sum(max(capacity.vram_allocatable(*d), 0) for d in devices)
         if best is None or provided > best[0]:
             split = [max(capacity.vram_allocatable(*d), 1) for d in devices]
-            names = [main.name] + sorted({name for name, _ in devices} - {main.name})
+            names = [main.name, *sorted({name for name, _ in devices} - {main.name})]
             best = (provided, names, shape.claim(shape.facts.block_count + 1, split).vram_total)
     if best is None:
         return "over RPC: fewer than two workers with GPUs passed the filters"
