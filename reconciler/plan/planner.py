@@ -112,7 +112,10 @@ def plan(
     workers = {w.name: w for w in observed.workers}
     agent_labels = {a.name: dict(a.labels) for a in cluster.spec.agents}
     capacity = Capacity(
-        observed.workers, int(cluster.spec.reserved.ram_gib * GIB), int(cluster.spec.reserved.vram_gib * GIB)
+        observed.workers,
+        int(cluster.spec.reserved.ram_gib * GIB),
+        int(cluster.spec.reserved.vram_gib * GIB),
+        {a.name: a.reserved_bytes() for a in cluster.spec.agents if a.reserved is not None},
     )
     ports = _Ports(workers, cluster.spec.ports())
     contexts = {}

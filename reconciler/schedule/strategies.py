@@ -129,7 +129,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
         found: list[Placement] = []
         whole = shape.claim(full)
         vram = whole.vram[0]
-        if vram > capacity.largest_gpu - capacity.reserved_vram:
+        if vram > capacity.largest_free:
             return found
         for worker in request.workers:
             if whole.ram > capacity.ram_allocatable(worker.name):
@@ -365,7 +365,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
     def usable(worker: Worker) -> list[int]:
         return [i for i in request.gpus(capacity, worker) if _usable(capacity, worker.name, i, gmu)]
 
-    largest = capacity.largest_gpu * gmu if gmu > 0 else capacity.largest_gpu - capacity.reserved_vram
+    largest = capacity.largest_gpu * gmu if gmu > 0 else capacity.largest_free
     if fixed in (None, 1) and share.estimate <= largest:
         free = capacity.vram_free
         manual = request.manual_gpus

@@ -242,3 +242,21 @@ def test_equal_workers_tie_to_the_first_name():
     assert create.worker == "a"
     [create] = creates(run(desired(SMALL.replace("PLACEMENT", "binpack")), observed))
     assert create.worker == "a"
+
+
+def test_per_worker_reserved_ram_keeps_the_cluster_vram():
+    cluster = """
+apiVersion: reconciler/v1
+kind: Cluster
+metadata: {name: test}
+spec:
+  reserved: {ramGiB: 2, vramGiB: 1}
+  agents: [{name: a-small, url: "http://10.0.0.9:10150", reserved: {ramGiB: 60}}]
+"""
+    observed = ObservedState.of([worker("a-small", ram_gib=64), worker("b-big", ram_gib=64)])
+    model = GGUF_CPU.replace("mistral", "m")
+    [create] = creates(run(desired(model, cluster), observed))
+    assert create.worker == "b-big"  # a-small keeps 60 of its 64 GiB back
+    with_gpu = ObservedState.of([worker("a-small", ram_gib=64, gpus=[8])])
+    [create] = creates(run(desired(GGUF.replace("mistral", "m") + "  cpuOffloading: false\n", cluster), with_gpu))
+    assert create.instance.gpus == [0]  # 7 GiB allocatable: the cluster's 1 GiB VRAM reservation still applies
