@@ -123,6 +123,11 @@ def vllm_estimate(weight_bytes: int, category: str) -> int:
     return int(weight_bytes * 1.2) + overhead
 
 
+def extended_kv_ram(vram: int, ram_ratio: float, max_ram: int | None) -> int:
+    """RAM of an LMCache CPU cache: ``max_ram`` when set, else ``ram_ratio`` x the instance's VRAM (GPUStack's rule)."""
+    return max_ram if max_ram is not None else int(vram * ram_ratio)
+
+
 def vox_box_estimate(weight_bytes: int, category: str) -> int:
     """Speech models: text-to-speech needs about three times its weights; speech-to-text as vLLM non-LLM."""
     if category == "text-to-speech":

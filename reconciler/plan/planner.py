@@ -220,6 +220,7 @@ def _render(
                     head_id,
                     replica,
                     mhash,
+                    cache_vram=placement.claim.vram_total,
                 ),
             )
         )
@@ -234,7 +235,19 @@ def _render(
         placed.append(
             (
                 worker.name,
-                render_helper(ctx, sub.role, worker, sub.gpus, sub.claim, port, helper_id, replica, mhash, head),
+                render_helper(
+                    ctx,
+                    sub.role,
+                    worker,
+                    sub.gpus,
+                    sub.claim,
+                    port,
+                    helper_id,
+                    replica,
+                    mhash,
+                    head,
+                    sub.claim.vram_total,
+                ),
             )
         )
         rpc.append(f"{worker.ip}:{port}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.estimate.claims import RAM_FOOTPRINT, GGUFClaim, gguf_claim
+from reconciler.estimate.claims import RAM_FOOTPRINT, GGUFClaim, extended_kv_ram, gguf_claim
 from reconciler.observe import GGUFFacts, ResourceClaim, Worker
 from reconciler.schedule.capacity import Capacity, gib
 from reconciler.schedule.placement import Placement, Subordinate
@@ -320,6 +320,12 @@ class GPUShare:
     estimate: int
     gmu: float
     heads: int
+    kv_ram_ratio: float | None = None  # extendedKVCache: LMCache's CPU cache in RAM
+    kv_max_ram: int | None = None
+
+    def ram(self, vram: int) -> int:
+        """RAM one process holds besides what the backend needs anyway: its LMCache CPU cache."""
+        return 0 if self.kv_ram_ratio is None else extended_kv_ram(vram, self.kv_ram_ratio, self.kv_max_ram)
 
 
 def _usable(capacity: Capacity, worker: str, index: int, gmu: float) -> bool:
@@ -333,7 +339,7 @@ def _per_gpu(capacity: Capacity, worker: str, index: int, gmu: float, estimate: 
     return estimate if single else max(capacity.vram_allocatable(worker, index), 0)
 
 
-def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram: int = 0) -> Outcome:
+def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> Outcome:
     outcome = Outcome()
     fixed = request.gpus_per_replica
     gmu = share.gmu
@@ -347,9 +353,8 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         subordinates: tuple[Subordinate, ...] = (),
     ) -> Placement:
         single = len(gpus) == 1 and not subordinates
-        claim = ResourceClaim.model_construct(
-            ram=ram, vram={i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
-        )
+        vram = {i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
+        claim = ResourceClaim.model_construct(ram=share.ram(sum(vram.values())), vram=vram)
         return Placement(
             request.backend,
             worker,
@@ -371,8 +376,6 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         manual = request.manual_gpus
         for worker in request.workers:
             name = worker.name
-            if ram > capacity.ram_allocatable(name):
-                continue
             options = []
             for index, total in capacity.gpu_totals[name]:
                 if manual is not None and (name, index) not in manual:
@@ -384,10 +387,11 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                     per = int(total * gmu)
                 else:
                     per = share.estimate
-                if share.estimate <= per <= allocatable:
+                if share.estimate <= per <= allocatable and share.ram(per) <= capacity.ram_allocatable(name):
                     options.append((index, per))
             if options:
                 options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
+                ram = share.ram(options[0][1])
                 index = preferred_gpu(options, ram, capacity, name, request.model, request.placement)
                 outcome.candidates.append(place(name, [index], "single-gpu"))
                 if request.enough(outcome.candidates):
@@ -414,7 +418,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                         )
                     )
                     continue
-                if ram <= capacity.ram_allocatable(worker.name):
+                if share.ram(total) <= capacity.ram_allocatable(worker.name):
                     outcome.candidates.append(place(worker.name, chosen, "multi-gpu", tp=count))
                 break
             if request.enough(outcome.candidates):
@@ -464,18 +468,21 @@ def _ray_candidates(
             )
             if total >= share.estimate:
                 main, rest = chosen[0], chosen[1:]
-                subordinates = tuple(
-                    Subordinate(
-                        w.name,
-                        tuple(usable(w)),
-                        ResourceClaim(
-                            vram={i: _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for i in usable(w)}
-                        ),
-                        "ray-worker",
-                    )
-                    for w in rest
+                subordinates = []
+                for w in rest:
+                    vram = {i: _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for i in usable(w)}
+                    claim = ResourceClaim(ram=share.ram(sum(vram.values())), vram=vram)
+                    subordinates.append(Subordinate(w.name, tuple(usable(w)), claim, "ray-worker"))
+                main_vram = sum(
+                    _per_gpu(capacity, main.name, i, share.gmu, share.estimate, False) for i in usable(main)
                 )
-                found.append(place(main.name, usable(main), "ray", tp=per_worker, pp=count, subordinates=subordinates))
+                if share.ram(main_vram) > capacity.ram_allocatable(main.name) or any(
+                    s.claim.ram > capacity.ram_allocatable(s.worker) for s in subordinates
+                ):
+                    continue
+                found.append(
+                    place(main.name, usable(main), "ray", tp=per_worker, pp=count, subordinates=tuple(subordinates))
+                )
                 break
     return found
 
