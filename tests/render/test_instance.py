@@ -156,3 +156,14 @@ def test_extended_kv_cache_env_on_every_ray_process():
         assert created[role].env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "43.20", role  # 2 x 24 GiB x 0.9 per node
     assert created["ray-head"].claim.ram == 0  # the main instance on the same node claims its cache
     assert created["ray-worker"].claim.ram == created["main"].claim.ram > 0
+
+
+def test_ray_worker_listens_on_its_port_for_the_tcp_probe():
+    # `ray start --block` of a worker opens no port of its own; its raylet listens on --node-manager-port.
+    text = VLLM.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-32B-Instruct")
+    observed = ObservedState.of([worker("w1", gpus=[24, 24]), worker("w2", gpus=[24, 24])])
+    created = {a.instance.role: a.instance for a in run(desired(text), observed).actions if a.action == "create"}
+    ray_worker, head = created["ray-worker"], created["ray-head"]
+    assert ray_worker.argv[ray_worker.argv.index("--node-manager-port") + 1] == str(ray_worker.port)
+    assert ray_worker.health_path == "" and head.health_path == ""  # "": the agent probes the port over TCP
+    assert head.argv[head.argv.index("--port") + 1] == str(head.port)
