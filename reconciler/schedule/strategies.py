@@ -376,6 +376,9 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> O
         manual = request.manual_gpus
         for worker in request.workers:
             name = worker.name
+            room = capacity.ram_allocatable(name)
+            if share.kv_ram_ratio is None and room < 0:
+                continue
             options = []
             for index, total in capacity.gpu_totals[name]:
                 if manual is not None and (name, index) not in manual:
@@ -387,7 +390,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> O
                     per = int(total * gmu)
                 else:
                     per = share.estimate
-                if share.estimate <= per <= allocatable and share.ram(per) <= capacity.ram_allocatable(name):
+                if share.estimate <= per <= allocatable and (share.kv_ram_ratio is None or share.ram(per) <= room):
                     options.append((index, per))
             if options:
                 options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
