@@ -354,7 +354,8 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> O
     ) -> Placement:
         single = len(gpus) == 1 and not subordinates
         vram = {i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
-        claim = ResourceClaim.model_construct(ram=share.ram(sum(vram.values())), vram=vram)
+        ram = 0 if share.kv_ram_ratio is None else share.ram(sum(vram.values()))
+        claim = ResourceClaim.model_construct(ram=ram, vram=vram)
         return Placement(
             request.backend,
             worker,
@@ -394,7 +395,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> O
                     options.append((index, per))
             if options:
                 options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
-                ram = share.ram(options[0][1])
+                ram = 0 if share.kv_ram_ratio is None else share.ram(options[0][1])
                 index = preferred_gpu(options, ram, capacity, name, request.model, request.placement)
                 outcome.candidates.append(place(name, [index], "single-gpu"))
                 if request.enough(outcome.candidates):
