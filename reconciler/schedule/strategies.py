@@ -281,6 +281,10 @@ def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> st
     )
 
 
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
+
+
 def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
     full = shape.facts.block_count + 1
     gpu_claim = shape.claim(full)
@@ -304,7 +308,7 @@ def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> s
         text += f", or {gib(cpu_claim.ram)} GiB RAM on CPU"
     text += (
         f"; the largest worker ({best.name}) has {gib(vram)} GiB allocatable VRAM over "
-        f"{len(request.gpus(capacity, best))} GPUs and {gib(capacity.ram_allocatable(best.name))} GiB "
+        f"{_gpus(len(request.gpus(capacity, best)))} and {gib(capacity.ram_allocatable(best.name))} GiB "
         f"allocatable RAM"
     )
     if not request.cpu_offloading:
