@@ -261,10 +261,11 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
 def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
     """The multi-worker combination that came closest: a main worker plus up to 8 RPC GPUs."""
     best: tuple[int, list[str], int] | None = None
+    everywhere = [(w.name, i) for w in request.workers for i in request.gpus(capacity, w)]
+    everywhere.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))  # sorted once, not per main worker
     for main in request.workers:
-        remote = [(w.name, i) for w in request.workers if w.name != main.name for i in request.gpus(capacity, w)]
-        remote.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))
-        devices = remote[:MAX_RPC_SERVERS] + [(main.name, i) for i in request.gpus(capacity, main)]
+        remote = [g for g in everywhere if g[0] != main.name][:MAX_RPC_SERVERS]
+        devices = remote + [(main.name, i) for i in request.gpus(capacity, main)]
         if len({name for name, _ in devices}) < 2:
             continue
         provided = sum(max(capacity.vram_allocatable(*d), 0) for d in devices)
