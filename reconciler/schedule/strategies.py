@@ -264,8 +264,9 @@ def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> st
     everywhere = [(w.name, i) for w in request.workers for i in request.gpus(capacity, w)]
     everywhere.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))  # sorted once, not per main worker
     for main in request.workers:
-        remote = [g for g in everywhere if g[0] != main.name][:MAX_RPC_SERVERS]
-        devices = remote + [(main.name, i) for i in request.gpus(capacity, main)]
+        local = [(main.name, i) for i in request.gpus(capacity, main)]
+        head = everywhere[: MAX_RPC_SERVERS + len(local)]  # enough even if all the main's GPUs rank first
+        devices = [g for g in head if g[0] != main.name][:MAX_RPC_SERVERS] + local
         if len({name for name, _ in devices}) < 2:
             continue
         provided = sum(max(capacity.vram_allocatable(*d), 0) for d in devices)
