@@ -76,7 +76,8 @@ def gguf_claim(
 ) -> GGUFClaim:
     """Claim with the last ``offload`` layers on GPUs (``block_count + 1`` adds the output layer).
 
-    ``context`` is the total KV context (context x parallel for llama-box); ``split``
+    ``context`` is ``--ctx-size``: the KV cache holds that many tokens in total, shared by the
+    ``parallel`` slots (llama.cpp's server and llama-box split it; gguf-parser counts the same). ``split``
     gives each GPU's share of the offloaded layers; ``host_bytes`` is what the server
     process holds besides llama.cpp (llama_cpp.server's logits array with logits_all).
     """
@@ -120,6 +121,11 @@ def vllm_estimate(weight_bytes: int, category: str) -> int:
     """GPUStack's vLLM rule: weights x 1.2 plus 2 GiB (512 MiB for non-LLM categories)."""
     overhead = VLLM_OVERHEAD if category == "llm" else VLLM_OVERHEAD_NON_LLM
     return int(weight_bytes * 1.2) + overhead
+
+
+def extended_kv_ram(vram: int, ram_ratio: float, max_ram: int | None) -> int:
+    """RAM of an LMCache CPU cache: ``max_ram`` when set, else ``ram_ratio`` x the instance's VRAM (GPUStack's rule)."""
+    return max_ram if max_ram is not None else int(vram * ram_ratio)
 
 
 def vox_box_estimate(weight_bytes: int, category: str) -> int:

@@ -117,8 +117,15 @@ class InstanceSpec(Observed):
 
 
 class ObservedInstance(InstanceSpec):
-    """An instance as its agent reports it."""
+    """An instance as its agent reports it.
 
+    A snapshot written by hand may give only ``id``, ``model`` and ``claim`` (and
+    ``replica``, ``gpus``): agents always send the rest.
+    """
+
+    backend: str = ""
+    argv: list[str] = []
+    port: int = 0
     state: InstanceStatus = "Running"
     pid: int | None = None
     message: str = ""

@@ -1,12 +1,13 @@
 """Stage 7: the plan. Diff desired against observed -> create / replace / delete / keep."""
 
-from reconciler.plan.model import Action, PendingReplica, Plan
+from reconciler.plan.model import Action, Layout, PendingReplica, Plan
 from reconciler.plan.output import to_data, to_json, to_markdown, to_text
 from reconciler.plan.planner import Facts, model_hash, plan
 
 __all__ = [
     "Action",
     "Facts",
+    "Layout",
     "PendingReplica",
     "Plan",
     "model_hash",

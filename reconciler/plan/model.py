@@ -13,11 +13,23 @@ _ORDER = {"delete": 0, "replace": 1, "create": 2, "keep": 3}
 
 
 @dataclass(frozen=True)
+class Layout:
+    """How the scheduler split a replica; known for what this plan places, not for what it keeps."""
+
+    strategy: str  # single-gpu, multi-gpu, rpc, ray, partial-offload, cpu
+    tensor_parallel: int = 1
+    pipeline_parallel: int = 1
+    offload_layers: int | None = None  # GGUF: layers on GPUs, of total_layers (the output layer counts)
+    total_layers: int | None = None
+
+
+@dataclass(frozen=True)
 class Action:
     action: ActionKind
     worker: str
     instance: InstanceSpec
     reason: str
+    layout: Layout | None = None
 
 
 @dataclass(frozen=True)

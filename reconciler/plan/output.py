@@ -19,6 +19,22 @@ def _claim_text(action: Action) -> str:
     return ", ".join(parts)
 
 
+def layout_text(action: Action) -> str:
+    """The strategy in short: ``multi-gpu TP2``, ``ray TP4 PP2``, ``partial-offload 52/81 layers``."""
+    layout = action.layout
+    role = "" if action.instance.role == "main" else f" ({action.instance.role})"
+    if layout is None:
+        return f"-{role}"
+    parts = [layout.strategy]
+    if layout.tensor_parallel > 1 or layout.pipeline_parallel > 1:
+        parts.append(f"TP{layout.tensor_parallel}")
+    if layout.pipeline_parallel > 1:
+        parts.append(f"PP{layout.pipeline_parallel}")
+    if layout.offload_layers is not None and layout.total_layers is not None:
+        parts.append(f"{layout.offload_layers}/{layout.total_layers} layers")
+    return " ".join(parts) + role
+
+
 def summary_line(plan: Plan) -> str:
     return (
         f"Plan: {plan.count('create')} to create, {plan.count('replace')} to replace, {plan.count('delete')} to delete."
@@ -36,6 +52,7 @@ def to_text(plan: Plan) -> str:
             lines.append(f"      argv:   {shlex.join(spec.argv)}")
             if spec.env:
                 lines.append(f"      env:    {' '.join(f'{k}={v}' for k, v in sorted(spec.env.items()))}")
+            lines.append(f"      how:    {layout_text(action)}")
             lines.append(f"      port:   {spec.port}  health: {spec.health_path or 'tcp'}")
             lines.append(f"      claim:  {_claim_text(action)}")
         lines.append("")
@@ -75,6 +92,14 @@ def to_data(plan: Plan) -> dict[str, Any]:
                     "vram": {str(i): v for i, v in sorted(a.instance.claim.vram.items())},
                 },
                 "reason": a.reason,
+                "strategy": a.layout.strategy if a.layout else None,
+                "tensorParallel": a.layout.tensor_parallel if a.layout else None,
+                "pipelineParallel": a.layout.pipeline_parallel if a.layout else None,
+                "offloadLayers": a.layout.offload_layers if a.layout else None,
+                "totalLayers": a.layout.total_layers if a.layout else None,
+                "role": a.instance.role,
+                "modelHash": a.instance.model_hash,
+                "specHash": a.instance.spec_hash,
             }
             for a in plan.actions
         ],
@@ -93,12 +118,13 @@ def _cell(text: str) -> str:
 def to_markdown(plan: Plan) -> str:
     lines = [f"### reconcile plan{f' `{plan.revision}`' if plan.revision else ''}", "", f"**{summary_line(plan)}**", ""]
     if plan.has_changes:
-        lines += ["| | instance | worker | GPUs | claim | reason |", "|---|---|---|---|---|---|"]
+        lines += ["| | instance | worker | GPUs | how | claim | reason |", "|---|---|---|---|---|---|---|"]
         for action in plan.changes:
             spec = action.instance
             lines.append(
                 f"| `{SYMBOLS[action.action]}` {action.action} | `{spec.id}` | {action.worker} | "
-                f"{','.join(map(str, spec.gpus)) or '-'} | {_claim_text(action)} | {_cell(action.reason)} |"
+                f"{','.join(map(str, spec.gpus)) or '-'} | {_cell(layout_text(action))} | {_claim_text(action)} | "
+                f"{_cell(action.reason)} |"
             )
         commands = [a for a in plan.changes if a.action != "delete"]
         if commands:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 from reconciler.estimate.metadata import ModelMetadata, source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
-from reconciler.plan.model import Action, PendingReplica, Plan
+from reconciler.plan.model import Action, Layout, PendingReplica, Plan
 from reconciler.render import render_helper, render_main
 from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
@@ -112,7 +112,10 @@ def plan(
     workers = {w.name: w for w in observed.workers}
     agent_labels = {a.name: dict(a.labels) for a in cluster.spec.agents}
     capacity = Capacity(
-        observed.workers, int(cluster.spec.reserved.ram_gib * GIB), int(cluster.spec.reserved.vram_gib * GIB)
+        observed.workers,
+        int(cluster.spec.reserved.ram_gib * GIB),
+        int(cluster.spec.reserved.vram_gib * GIB),
+        {a.name: a.reserved_bytes() for a in cluster.spec.agents if a.reserved is not None},
     )
     ports = _Ports(workers, cluster.spec.ports())
     contexts = {}
@@ -141,7 +144,8 @@ def plan(
             continue
         main = group.main
         gone = next((g for g in (_worker_gone(workers.get(w), grace) for w, _ in group.members) if g), None)
-        changed = [i.id for _, i in group.members if i.model_hash != hashes[model_name]]
+        # No modelHash: written by hand into a snapshot; nothing tells it changed, so it stays.
+        changed = [i.id for _, i in group.members if i.model_hash and i.model_hash != hashes[model_name]]
         if main is not None and gone is None and not changed:
             actions.extend(Action("keep", w, i, "up to date") for w, i in group.members)
             _hold(capacity, ports, group, model_name)
@@ -171,14 +175,14 @@ def plan(
                 actions.extend(Action("delete", w, i, reason) for w, i in old_members)
                 continue
             for worker, spec in placed:
-                capacity.take(worker, spec.claim, name)
-            actions.extend(_diff(placed, old_members, reason))
+                capacity.take(worker, spec.claim, name, spec.id)
+            actions.extend(_diff(placed, old_members, reason, _layout(ctx, outcome)))
     return Plan.build(revision, actions, pending)
 
 
 def _hold(capacity: Capacity, ports: _Ports, group: _Group, model: str) -> None:
     for worker, instance in group.members:
-        capacity.take(worker, instance.claim, model)
+        capacity.take(worker, instance.claim, model, instance.id)
         ports.hold(worker, instance.port)
 
 
@@ -216,6 +220,7 @@ def _render(
                     head_id,
                     replica,
                     mhash,
+                    cache_vram=placement.claim.vram_total,
                 ),
             )
         )
@@ -230,7 +235,19 @@ def _render(
         placed.append(
             (
                 worker.name,
-                render_helper(ctx, sub.role, worker, sub.gpus, sub.claim, port, helper_id, replica, mhash, head),
+                render_helper(
+                    ctx,
+                    sub.role,
+                    worker,
+                    sub.gpus,
+                    sub.claim,
+                    port,
+                    helper_id,
+                    replica,
+                    mhash,
+                    head,
+                    sub.claim.vram_total,
+                ),
             )
         )
         rpc.append(f"{worker.ip}:{port}")
@@ -241,15 +258,29 @@ def _render(
     return placed
 
 
-def _diff(placed: list[tuple[str, InstanceSpec]], old: list[tuple[str, ObservedInstance]], reason: str) -> list[Action]:
+def _layout(ctx: ModelContext, placement: Placement) -> Layout:
+    gguf = ctx.metadata.gguf if ctx.metadata else None
+    return Layout(
+        placement.strategy,
+        placement.tensor_parallel,
+        placement.pipeline_parallel,
+        placement.offload_layers,
+        gguf.block_count + 1 if gguf is not None and placement.offload_layers is not None else None,
+    )
+
+
+def _diff(
+    placed: list[tuple[str, InstanceSpec]], old: list[tuple[str, ObservedInstance]], reason: str, layout: Layout
+) -> list[Action]:
     old_by_key = {(w, i.id): i for w, i in old}
     actions = []
     for worker, spec in placed:
         if (worker, spec.id) in old_by_key:
-            actions.append(Action("replace", worker, spec, reason))
+            actions.append(Action("replace", worker, spec, reason, layout))
         else:
             moved = next((w for w, i in old if i.id == spec.id), None)
-            actions.append(Action("create", worker, spec, f"moved from {moved}: {reason}" if moved else reason))
+            why = f"moved from {moved}: {reason}" if moved else reason
+            actions.append(Action("create", worker, spec, why, layout))
     placed_keys = {(w, s.id) for w, s in placed}
     actions.extend(
         Action("delete", w, i, f"replaced elsewhere: {reason}")

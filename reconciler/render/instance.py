@@ -17,8 +17,9 @@ from typing import Any
 
 import jinja2
 
+from reconciler.estimate.claims import extended_kv_ram
 from reconciler.estimate.metadata import ModelMetadata, source_key
-from reconciler.observe import HelperRole, InstanceSpec, ModelFileRef, ResourceClaim, Worker
+from reconciler.observe import GIB, HelperRole, InstanceSpec, ModelFileRef, ResourceClaim, Worker
 from reconciler.schedule import ModelContext, Placement
 from reconciler.spec import BackendParameter
 from reconciler.spec.command import compile_command, placeholder, substitute, substitution
@@ -170,6 +171,27 @@ def _executable(worker: Worker, backend: str) -> str | None:
     return installed.path if installed and installed.path else None
 
 
+LMCACHE_CONNECTOR = json.dumps({"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}, separators=(",", ":"))
+
+
+def lmcache_env(ctx: ModelContext, vram: int) -> dict[str, str]:
+    """LMCache's settings for a process holding ``vram`` bytes of GPU memory (empty without extendedKVCache).
+
+    Every process whose GPUs serve the model gets them: with Ray, the GPU workers are
+    spawned by the Ray head and workers, and inherit their environment.
+    """
+    cache = ctx.model.spec.extended_kv_cache
+    if cache is None:
+        return {}
+    max_ram = int(cache.max_ram_gib * GIB) if cache.max_ram_gib is not None else None
+    size = extended_kv_ram(vram, cache.ram_ratio, max_ram)
+    return {
+        "LMCACHE_LOCAL_CPU": "True",
+        "LMCACHE_MAX_LOCAL_CPU_SIZE": f"{size / GIB:.2f}",  # LMCache reads GiB
+        "LMCACHE_CHUNK_SIZE": str(cache.chunk_size),
+    }
+
+
 def _max_model_len(ctx: ModelContext) -> int | None:
     allowed = ctx.metadata.max_position_embeddings if ctx.metadata else 0
     return ctx.context if allowed > ctx.context and ctx.category == "llm" else None
@@ -225,10 +247,16 @@ def render_main(
             "gmu": placement.gpu_memory_utilization,
             "max_model_len": _max_model_len(ctx),
             "data_dir": worker.data_dir,
+            "lmcache_connector": LMCACHE_CONNECTOR if ctx.model.spec.extended_kv_cache else None,
         }
         argv = merge(render_template(backend, variables), user_params)
         health = HEALTH_PATHS.get(backend, "/v1/models")
-    env = {**_visible_devices(worker, placement.gpus), **(env_extra or {}), **ctx.model.spec.env}
+    env = {
+        **_visible_devices(worker, placement.gpus),
+        **lmcache_env(ctx, placement.claim.vram_total),
+        **(env_extra or {}),
+        **ctx.model.spec.env,
+    }
     return finish(
         InstanceSpec(
             id=instance_id,
@@ -260,8 +288,12 @@ def render_helper(
     replica: int,
     model_hash: str,
     head_address: str = "",
+    cache_vram: int = 0,
 ) -> InstanceSpec:
-    """An RPC server, Ray head or Ray worker belonging to a distributed replica."""
+    """An RPC server, Ray head or Ray worker belonging to a distributed replica.
+
+    ``cache_vram`` is the VRAM the GPU workers this Ray process spawns hold (LMCache sizes from it).
+    """
     template = "llama-box-rpc-server" if role == "rpc-server" else role
     program = "llama-box" if role == "rpc-server" else "ray"
     installed = worker.backend(program)
@@ -283,7 +315,7 @@ def render_helper(
             role=role,
             backend=ctx.backend,
             argv=argv,
-            env=_visible_devices(worker, gpus),
+            env={**_visible_devices(worker, gpus), **(lmcache_env(ctx, cache_vram) if role != "rpc-server" else {})},
             port=port,
             health_path="",
             gpus=list(gpus),

@@ -7,7 +7,7 @@ devices a VRAM claim also comes out of RAM.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from reconciler.observe import GIB, ResourceClaim, Worker
 
@@ -19,22 +19,36 @@ def gib(value: float) -> str:
 class Capacity:
     """Mutable bookkeeping local to one ``plan()`` call; never shared between calls."""
 
-    def __init__(self, workers: Iterable[Worker], reserved_ram: int, reserved_vram: int) -> None:
+    def __init__(
+        self,
+        workers: Iterable[Worker],
+        reserved_ram: int,
+        reserved_vram: int,
+        overrides: Mapping[str, tuple[int | None, int | None]] | None = None,
+    ) -> None:
+        """``overrides`` maps a worker name to its own (RAM, VRAM) reservation; None keeps the cluster's."""
         self.workers = {w.name: w for w in workers}
+        overrides = overrides or {}
+        own = {name: overrides.get(name, (None, None)) for name in self.workers}
+        self.reserved_ram = {name: reserved_ram if ram is None else ram for name, (ram, _) in own.items()}
+        reserved_vram_of = {name: reserved_vram if vram is None else vram for name, (_, vram) in own.items()}
         self.devices = {
             (w.name, g.index): (g.memory_total, g.unified_memory) for w in self.workers.values() for g in w.gpus
         }
-        self.vram_free = {key: total - reserved_vram for key, (total, _) in self.devices.items()}
+        self.vram_free = {
+            (name, index): total - reserved_vram_of[name] for (name, index), (total, _) in self.devices.items()
+        }
         self.largest_gpu = max((total for total, _ in self.devices.values()), default=0)
+        # The most any one GPU can give before claims: a quick bound for single-GPU placements.
+        self.largest_free = max(self.vram_free.values(), default=0)
         self.gpu_totals = {w.name: [(g.index, g.memory_total) for g in w.gpus] for w in self.workers.values()}
-        self.reserved_ram = reserved_ram
-        self.reserved_vram = reserved_vram
         self.ram_claimed: Counter[str] = Counter()
         self.vram_claimed: Counter[tuple[str, int]] = Counter()
         self.model_count: Counter[tuple[str, str]] = Counter()  # (worker, model) -> instances
         self.gpu_model_count: Counter[tuple[str, int, str]] = Counter()
         self.instance_count: Counter[str] = Counter()
         self.gpu_instance_count: Counter[tuple[str, int]] = Counter()
+        self.holders: dict[tuple[str, int], list[str]] = {}  # instances holding VRAM per GPU, for reasons
 
     def gpu(self, worker: str, index: int) -> tuple[int, bool] | None:
         return self.devices.get((worker, index))
@@ -43,14 +57,14 @@ class Capacity:
         return self.workers[worker].memory_total
 
     def ram_allocatable(self, worker: str) -> int:
-        return self.workers[worker].memory_total - self.ram_claimed[worker] - self.reserved_ram
+        return self.workers[worker].memory_total - self.ram_claimed[worker] - self.reserved_ram[worker]
 
     def vram_total(self, worker: str, index: int) -> int:
         found = self.devices.get((worker, index))
         return found[0] if found else 0
 
     def vram_allocatable(self, worker: str, index: int) -> int:
-        return self.vram_free.get((worker, index), -self.reserved_vram)
+        return self.vram_free.get((worker, index), 0)
 
     def fits(self, worker: str, claim: ResourceClaim) -> bool:
         ram = claim.ram + self._unified(worker, claim)
@@ -63,9 +77,11 @@ class Capacity:
     def _unified(self, worker: str, claim: ResourceClaim) -> int:
         return sum(v for i, v in claim.vram.items() if (self.gpu(worker, i) or (0, False))[1])
 
-    def take(self, worker: str, claim: ResourceClaim, model: str) -> None:
+    def take(self, worker: str, claim: ResourceClaim, model: str, instance: str = "") -> None:
         self.ram_claimed[worker] += claim.ram + self._unified(worker, claim)
         for index, vram in claim.vram.items():
+            if instance and vram:
+                self.holders.setdefault((worker, index), []).append(instance)
             self.vram_claimed[(worker, index)] += vram
             if (worker, index) in self.vram_free:
                 self.vram_free[(worker, index)] -= vram

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 from reconciler.estimate.claims import DEFAULT_GMU, vllm_estimate, vox_box_estimate
 from reconciler.estimate.metadata import ModelMetadata
-from reconciler.observe import Worker
+from reconciler.observe import GIB, Worker
 from reconciler.schedule.capacity import Capacity
 from reconciler.schedule.filters import Filtered, filter_workers, has_backend
 from reconciler.schedule.placement import Placement, Unschedulable
@@ -25,6 +25,7 @@ from reconciler.spec import BackendParameter, Cluster, Model, WorkerSelector, pa
 
 LLAMA_FAMILY = ("llama-box", "llama-cpp")
 GPU_SHARE_FAMILY = ("vllm", "sglang", "mindie")
+EXTENDED_KV_CACHE = ("vllm", "sglang")
 # Defaults per backend when the manifest leaves them null (GPUStack's defaults).
 CPU_OFFLOADING_DEFAULT = {"llama-box": True, "llama-cpp": True, "vox-box": True, "custom": True}
 DISTRIBUTED_DEFAULT = {"llama-box": True, "vllm": True}
@@ -212,6 +213,10 @@ class Scheduler:
         self, ctx: ModelContext, selector: WorkerSelector | None, prefer_worker: str | None
     ) -> Placement | Unschedulable:
         model = ctx.model
+        if model.spec.extended_kv_cache is not None and ctx.backend not in EXTENDED_KV_CACHE:
+            return Unschedulable(
+                f"extendedKVCache needs vllm or sglang (LMCache); backend auto chose {ctx.backend} for this model"
+            )
         if ctx.metadata is None and ctx.backend != "custom":
             return Unschedulable(f"cannot read the model's metadata: {ctx.metadata_error or 'unknown source'}")
         manual = _manual_gpus(model)
@@ -237,7 +242,8 @@ class Scheduler:
         )
         outcome = _candidates(ctx, request, self.capacity)
         if not outcome.candidates:
-            notes = "; ".join(outcome.notes) or "nothing fits"
+            # Each note may be a sentence of its own; a period before "; " reads badly.
+            notes = "; ".join(note.rstrip(".") for note in outcome.notes) or "nothing fits"
             rejected = f" ({filtered.summary()})" if filtered.rejected else ""
             return Unschedulable(f"No suitable workers: {notes}{rejected}")
         return best(outcome.candidates, self.capacity, ctx.name, ctx.placement, prefer_worker)
@@ -249,16 +255,21 @@ def _candidates(ctx: ModelContext, request: Request, capacity: Capacity) -> Outc
         if metadata is None or metadata.gguf is None:
             return Outcome(notes=[f"backend {ctx.backend} needs a GGUF file"])
         python_server = ctx.backend == "llama-cpp"
-        # llama_cpp.server serves one sequence; llama-box holds context x parallel.
-        total_context = ctx.context if python_server else ctx.context * ctx.parallel
         logits_all = python_server and (param_value(ctx.params, "--logits_all") or "").lower() in ("true", "1")
         host = ctx.context * metadata.gguf.vocab_size * 4 if logits_all else 0
-        shape = GGUFShape(metadata.gguf, total_context, 1 if python_server else ctx.parallel, python_server, host)
+        shape = GGUFShape(metadata.gguf, ctx.context, 1 if python_server else ctx.parallel, python_server, host)
         return gguf_candidates(request, shape, capacity)
     weights = metadata.weight_bytes if metadata else 0
     if ctx.backend in GPU_SHARE_FAMILY:
         assert metadata is not None
-        share = GPUShare(vllm_estimate(weights, ctx.category), ctx.gmu, metadata.attention_heads)
+        cache = ctx.model.spec.extended_kv_cache
+        share = GPUShare(
+            vllm_estimate(weights, ctx.category),
+            ctx.gmu,
+            metadata.attention_heads,
+            cache.ram_ratio if cache else None,
+            int(cache.max_ram_gib * GIB) if cache and cache.max_ram_gib is not None else None,
+        )
         return share_candidates(request, share, capacity)
     estimate = vox_box_estimate(weights, ctx.category) if ctx.backend == "vox-box" else weights
     wants_gpu = request.gpus_per_replica is not None or request.manual_gpus is not None

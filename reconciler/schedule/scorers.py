@@ -64,7 +64,7 @@ def binpack_scores(candidates: Sequence[Placement], capacity: Capacity) -> list[
 def best(
     candidates: Sequence[Placement], capacity: Capacity, model: str, placement: str, prefer_worker: str | None = None
 ) -> Placement:
-    """The highest-scoring candidate; ties go to the earliest (worker name, then GPU order)."""
+    """The highest-scoring candidate; ties go to the first worker by name, then the earliest found."""
     if prefer_worker is not None:
         kept = [c for c in candidates if c.worker == prefer_worker]
         if kept:
@@ -72,7 +72,7 @@ def best(
     scores = (
         spread_scores(candidates, capacity, model) if placement == "spread" else binpack_scores(candidates, capacity)
     )
-    ranked = sorted(range(len(candidates)), key=lambda i: (-round(scores[i], 9), i))
+    ranked = sorted(range(len(candidates)), key=lambda i: (-round(scores[i], 9), candidates[i].worker, i))
     return candidates[ranked[0]]
 
 

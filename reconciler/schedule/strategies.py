@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from reconciler.estimate.claims import RAM_FOOTPRINT, GGUFClaim, gguf_claim
+from reconciler.estimate.claims import RAM_FOOTPRINT, GGUFClaim, extended_kv_ram, gguf_claim
 from reconciler.observe import GGUFFacts, ResourceClaim, Worker
 from reconciler.schedule.capacity import Capacity, gib
 from reconciler.schedule.placement import Placement, Subordinate
@@ -50,6 +50,16 @@ class Request:
 class Outcome:
     candidates: list[Placement] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+
+
+def fewest_gpus(candidates: list[Placement]) -> list[Placement]:
+    """Only the candidates using the fewest GPUs across all workers, as GPUStack keeps them.
+
+    Scoring comes after, so a 3-GPU placement never beats a 2-GPU one: the spare GPU
+    stays free for the next model.
+    """
+    fewest = min((len(c.gpus) for c in candidates), default=0)
+    return [c for c in candidates if len(c.gpus) == fewest]
 
 
 # --- llama.cpp family ----------------------------------------------------------------------
@@ -119,7 +129,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
         found: list[Placement] = []
         whole = shape.claim(full)
         vram = whole.vram[0]
-        if vram > capacity.largest_gpu - capacity.reserved_vram:
+        if vram > capacity.largest_free:
             return found
         for worker in request.workers:
             if whole.ram > capacity.ram_allocatable(worker.name):
@@ -159,7 +169,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                     break
             if request.enough(found):
                 break
-        return found
+        return fewest_gpus(found)
 
     def rpc() -> list[Placement]:
         found = []
@@ -192,6 +202,8 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                         )
                     )
                     break
+        if not found:
+            outcome.notes.append(_rpc_shortfall(request, shape, capacity))
         return found
 
     def partial() -> list[Placement]:
@@ -215,7 +227,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
                         placement(worker.name, chosen, low, "partial-offload", _gguf_claim(shape, chosen, low, split))
                     )
         most = max((p.offload_layers or 0 for p in found), default=0)
-        return [p for p in found if p.offload_layers == most]
+        return fewest_gpus([p for p in found if p.offload_layers == most])
 
     def cpu() -> list[Placement]:
         found = []
@@ -240,9 +252,39 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
     for _, level in levels:
         outcome.candidates = level()
         if outcome.candidates:
+            outcome.notes.clear()
             return outcome
-    outcome.notes.append(_gguf_shortfall(request, shape, capacity))
+    outcome.notes.insert(0, _gguf_shortfall(request, shape, capacity))
     return outcome
+
+
+def _rpc_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
+    """The multi-worker combination that came closest: a main worker plus up to 8 RPC GPUs."""
+    best: tuple[int, list[str], int] | None = None
+    everywhere = [(w.name, i) for w in request.workers for i in request.gpus(capacity, w)]
+    everywhere.sort(key=lambda g: (-capacity.vram_allocatable(*g), g))  # sorted once, not per main worker
+    for main in request.workers:
+        local = [(main.name, i) for i in request.gpus(capacity, main)]
+        head = everywhere[: MAX_RPC_SERVERS + len(local)]  # enough even if all the main's GPUs rank first
+        devices = [g for g in head if g[0] != main.name][:MAX_RPC_SERVERS] + local
+        if len({name for name, _ in devices}) < 2:
+            continue
+        provided = sum(max(capacity.vram_allocatable(*d), 0) for d in devices)
+        if best is None or provided > best[0]:
+            split = [max(capacity.vram_allocatable(*d), 1) for d in devices]
+            names = [main.name, *sorted({name for name, _ in devices} - {main.name})]
+            best = (provided, names, shape.claim(shape.facts.block_count + 1, split).vram_total)
+    if best is None:
+        return "over RPC: fewer than two workers with GPUs passed the filters"
+    provided, names, needed = best
+    return (
+        f"over RPC, workers {', '.join(names)} together provide {gib(provided)} GiB allocatable VRAM "
+        f"of the {gib(needed)} GiB needed split that way"
+    )
+
+
+def _gpus(count: int) -> str:
+    return f"{count} GPU" if count == 1 else f"{count} GPUs"
 
 
 def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> str:
@@ -251,11 +293,12 @@ def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> s
     cpu_claim = shape.claim(0)
     if not request.workers:
         return "no worker passed the filters"
-    best = max(
+    best = min(  # the most allocatable VRAM, then RAM; between equals, the first name
         request.workers,
         key=lambda w: (
-            sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)),
-            capacity.ram_allocatable(w.name),
+            -sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)),
+            -capacity.ram_allocatable(w.name),
+            w.name,
         ),
     )
     vram = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in request.gpus(capacity, best))
@@ -267,7 +310,7 @@ def _gguf_shortfall(request: Request, shape: GGUFShape, capacity: Capacity) -> s
         text += f", or {gib(cpu_claim.ram)} GiB RAM on CPU"
     text += (
         f"; the largest worker ({best.name}) has {gib(vram)} GiB allocatable VRAM over "
-        f"{len(request.gpus(capacity, best))} GPUs and {gib(capacity.ram_allocatable(best.name))} GiB "
+        f"{_gpus(len(request.gpus(capacity, best)))} and {gib(capacity.ram_allocatable(best.name))} GiB "
         f"allocatable RAM"
     )
     if not request.cpu_offloading:
@@ -283,6 +326,12 @@ class GPUShare:
     estimate: int
     gmu: float
     heads: int
+    kv_ram_ratio: float | None = None  # extendedKVCache: LMCache's CPU cache in RAM
+    kv_max_ram: int | None = None
+
+    def ram(self, vram: int) -> int:
+        """RAM one process holds besides what the backend needs anyway: its LMCache CPU cache."""
+        return 0 if self.kv_ram_ratio is None else extended_kv_ram(vram, self.kv_ram_ratio, self.kv_max_ram)
 
 
 def _usable(capacity: Capacity, worker: str, index: int, gmu: float) -> bool:
@@ -296,7 +345,7 @@ def _per_gpu(capacity: Capacity, worker: str, index: int, gmu: float, estimate: 
     return estimate if single else max(capacity.vram_allocatable(worker, index), 0)
 
 
-def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram: int = 0) -> Outcome:
+def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> Outcome:
     outcome = Outcome()
     fixed = request.gpus_per_replica
     gmu = share.gmu
@@ -310,9 +359,9 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         subordinates: tuple[Subordinate, ...] = (),
     ) -> Placement:
         single = len(gpus) == 1 and not subordinates
-        claim = ResourceClaim.model_construct(
-            ram=ram, vram={i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
-        )
+        vram = {i: _per_gpu(capacity, worker, i, gmu, share.estimate, single) for i in gpus}
+        ram = 0 if share.kv_ram_ratio is None else share.ram(sum(vram.values()))
+        claim = ResourceClaim.model_construct(ram=ram, vram=vram)
         return Placement(
             request.backend,
             worker,
@@ -328,13 +377,14 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
     def usable(worker: Worker) -> list[int]:
         return [i for i in request.gpus(capacity, worker) if _usable(capacity, worker.name, i, gmu)]
 
-    largest = capacity.largest_gpu * gmu if gmu > 0 else capacity.largest_gpu - capacity.reserved_vram
+    largest = capacity.largest_gpu * gmu if gmu > 0 else capacity.largest_free
     if fixed in (None, 1) and share.estimate <= largest:
         free = capacity.vram_free
         manual = request.manual_gpus
         for worker in request.workers:
             name = worker.name
-            if ram > capacity.ram_allocatable(name):
+            room = capacity.ram_allocatable(name)
+            if share.kv_ram_ratio is None and room < 0:
                 continue
             options = []
             for index, total in capacity.gpu_totals[name]:
@@ -347,10 +397,11 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                     per = int(total * gmu)
                 else:
                     per = share.estimate
-                if share.estimate <= per <= allocatable:
+                if share.estimate <= per <= allocatable and (share.kv_ram_ratio is None or share.ram(per) <= room):
                     options.append((index, per))
             if options:
                 options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
+                ram = 0 if share.kv_ram_ratio is None else share.ram(options[0][1])
                 index = preferred_gpu(options, ram, capacity, name, request.model, request.placement)
                 outcome.candidates.append(place(name, [index], "single-gpu"))
                 if request.enough(outcome.candidates):
@@ -358,7 +409,7 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
         if outcome.candidates:
             return outcome
     if fixed != 1 and request.backend not in ("vox-box",):
-        divisibility: list[str] = []
+        divisibility: list[tuple[int, str]] = []  # (GPU count, why): the smallest count decided it
         for worker in request.workers:
             gpus = usable(worker)
             for count in [fixed] if fixed else range(2, len(gpus) + 1):
@@ -370,22 +421,30 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity, ram:
                     continue
                 if share.heads and share.heads % count:
                     divisibility.append(
-                        f"Total number of attention heads ({share.heads}) must be divisible by "
-                        f"tensor parallel size ({count})."
+                        (
+                            count,
+                            f"Total number of attention heads ({share.heads}) must be divisible by "
+                            f"tensor parallel size ({count}).",
+                        )
                     )
                     continue
-                if ram <= capacity.ram_allocatable(worker.name):
+                if share.ram(total) <= capacity.ram_allocatable(worker.name):
                     outcome.candidates.append(place(worker.name, chosen, "multi-gpu", tp=count))
                 break
             if request.enough(outcome.candidates):
                 break
         if outcome.candidates:
+            outcome.candidates = fewest_gpus(outcome.candidates)
             return outcome
-        outcome.notes.extend(sorted(set(divisibility)))
+        if divisibility:
+            outcome.notes.append(min(divisibility)[1])
         if request.distributed and request.backend == "vllm":
             outcome.candidates = _ray_candidates(request, share, capacity, usable, place)
             if outcome.candidates:
+                outcome.notes.clear()
                 return outcome
+            if len(request.workers) > 1:
+                outcome.notes.append(_ray_shortfall(request, share, capacity, usable))
     outcome.notes.insert(0, _share_shortfall(request, share, capacity, usable))
     return outcome
 
@@ -419,20 +478,44 @@ def _ray_candidates(
             )
             if total >= share.estimate:
                 main, rest = chosen[0], chosen[1:]
-                subordinates = tuple(
-                    Subordinate(
-                        w.name,
-                        tuple(usable(w)),
-                        ResourceClaim(
-                            vram={i: _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for i in usable(w)}
-                        ),
-                        "ray-worker",
-                    )
-                    for w in rest
+                subordinates = []
+                for w in rest:
+                    vram = {i: _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for i in usable(w)}
+                    claim = ResourceClaim(ram=share.ram(sum(vram.values())), vram=vram)
+                    subordinates.append(Subordinate(w.name, tuple(usable(w)), claim, "ray-worker"))
+                main_vram = sum(
+                    _per_gpu(capacity, main.name, i, share.gmu, share.estimate, False) for i in usable(main)
                 )
-                found.append(place(main.name, usable(main), "ray", tp=per_worker, pp=count, subordinates=subordinates))
+                if share.ram(main_vram) > capacity.ram_allocatable(main.name) or any(
+                    s.claim.ram > capacity.ram_allocatable(s.worker) for s in subordinates
+                ):
+                    continue
+                found.append(
+                    place(main.name, usable(main), "ray", tp=per_worker, pp=count, subordinates=tuple(subordinates))
+                )
                 break
     return found
+
+
+def _ray_shortfall(request: Request, share: GPUShare, capacity: Capacity, usable: Callable[[Worker], list[int]]) -> str:
+    """The Ray combination that came closest: all workers with the same number of usable GPUs."""
+    groups: dict[int, list[Worker]] = {}
+    for worker in request.workers:
+        count = len(usable(worker))
+        if count and count == len(request.gpus(capacity, worker)):
+            groups.setdefault(count, []).append(worker)
+    best: tuple[int, list[str]] | None = None
+    for members in groups.values():
+        if len(members) < 2:
+            continue
+        provided = sum(
+            _per_gpu(capacity, w.name, i, share.gmu, share.estimate, False) for w in members for i in usable(w)
+        )
+        if best is None or provided > best[0]:
+            best = (provided, sorted(w.name for w in members))
+    if best is None:
+        return "over Ray: no two workers have the same number of GPUs, each meeting the ratio"
+    return f"over Ray, workers {', '.join(best[1])} together provide {gib(best[0])} GiB"
 
 
 def _share_shortfall(
@@ -442,9 +525,10 @@ def _share_shortfall(
     gpu_workers = [w for w in request.workers if request.gpus(capacity, w)]
     if not gpu_workers:
         return text + f"; none of the {len(request.workers)} workers that passed the filters has a GPU"
-    best = max(
+    # The most allocatable VRAM; between equals, the first name.
+    best = min(
         gpu_workers,
-        key=lambda w: (sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)), w.name),
+        key=lambda w: (-sum(max(capacity.vram_allocatable(w.name, i), 0) for i in request.gpus(capacity, w)), w.name),
     )
     gpus = request.gpus(capacity, best)
     allocatable = sum(max(capacity.vram_allocatable(best.name, i), 0) for i in gpus)
@@ -456,6 +540,10 @@ def _share_shortfall(
             f", {len(good)}/{len(gpus)} of its GPUs meet the VRAM utilization ratio ({share.gmu:g}), "
             f"providing {gib(providing)} GiB"
         )
+        held = [i for i in gpus if i not in good and capacity.holders.get((best.name, i))]
+        for index in sorted(held):
+            names = ", ".join(capacity.holders[(best.name, index)])
+            text += f"; GPU {index} misses the ratio because {names} holds memory on it"
     return text
 
 

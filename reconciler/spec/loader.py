@@ -313,6 +313,9 @@ def _resource_name(document: Document) -> str:
     return f"{kind_text}/{name_text}"
 
 
+_YAML_TYPES = {"str": "string", "int": "number", "float": "number", "bool": "boolean", "list": "list"}
+
+
 def _message(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
@@ -322,6 +325,10 @@ def _message(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
         return f"unknown field{hint} (allowed: {', '.join(allowed)})"
     if kind == "missing":
         return "required field is missing"
+    if kind in ("model_type", "model_attributes_type", "dict_type"):  # pydantic names its classes here
+        given = error.get("input")
+        what = "nothing" if given is None else f"a {_YAML_TYPES.get(type(given).__name__, type(given).__name__)}"
+        return f"expected a mapping of fields (key: value), got {what}"
     if kind == "string_pattern_mismatch":
         pattern = str((error.get("ctx") or {}).get("pattern", ""))
         if pattern in PATTERN_WORDS:

@@ -159,15 +159,29 @@ class WorkerSelector(Spec):
 # --- Cluster -----------------------------------------------------------------------
 
 
+class Reserved(Spec):
+    ram_gib: GiB = Field(default=2.0, alias="ramGiB")
+    vram_gib: GiB = Field(default=1.0, alias="vramGiB")
+
+
+class AgentReserved(Spec):
+    """One worker's reservation; a field left out keeps the cluster's."""
+
+    ram_gib: GiB | None = Field(default=None, alias="ramGiB")
+    vram_gib: GiB | None = Field(default=None, alias="vramGiB")
+
+
 class Agent(Spec):
     name: DnsLabel
     url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
     labels: dict[LabelKey, LabelValue] = {}
+    reserved: AgentReserved | None = None
 
-
-class Reserved(Spec):
-    ram_gib: GiB = Field(default=2.0, alias="ramGiB")
-    vram_gib: GiB = Field(default=1.0, alias="vramGiB")
+    def reserved_bytes(self) -> tuple[int | None, int | None]:
+        """(RAM, VRAM per GPU) this worker keeps back, in bytes; None where the cluster's applies."""
+        ram = self.reserved.ram_gib if self.reserved else None
+        vram = self.reserved.vram_gib if self.reserved else None
+        return (None if ram is None else int(ram * 1024**3), None if vram is None else int(vram * 1024**3))
 
 
 class Defaults(Spec):

@@ -9,7 +9,6 @@ import re
 from collections.abc import Iterator, Sequence
 
 from reconciler.errors import Diagnostic
-from reconciler.spec.command import CommandTemplateError, check_command
 from reconciler.spec.loader import Loaded
 from reconciler.spec.models import Cluster, Model, WorkerSelector
 from reconciler.spec.params import ParameterError, parse_backend_parameters
@@ -27,6 +26,8 @@ GPU_SELECTOR = re.compile(r"^[A-Za-z0-9]([\w.-]*[A-Za-z0-9])?:\d{1,3}$")
 ABSOLUTE_PATH = re.compile(r"^(/|[A-Za-z]:[\\/])")
 NO_CPU_OFFLOADING = ("vllm", "mindie")
 NO_DISTRIBUTED = ("vox-box", "mindie")
+EXTENDED_KV_CACHE = ("vllm", "sglang")  # LMCache plugs into these only
+LMCACHE_ENV = ("LMCACHE_LOCAL_CPU", "LMCACHE_MAX_LOCAL_CPU_SIZE", "LMCACHE_CHUNK_SIZE")
 
 
 def _unique_names(items: Sequence[Loaded]) -> Iterator[Diagnostic]:
@@ -151,6 +152,19 @@ def _backend_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
         yield item.document.diagnostic(
             item.ref, ["spec", "cpuOffloading"], f"backend {spec.backend} does not support cpuOffloading"
         )
+    if spec.extended_kv_cache is not None and spec.backend not in EXTENDED_KV_CACHE:
+        if spec.backend != "auto":
+            yield item.document.diagnostic(
+                item.ref,
+                ["spec", "extendedKVCache"],
+                f"backend {spec.backend} cannot use extendedKVCache (LMCache works with vllm and sglang)",
+            )
+        elif spec.source.is_gguf():
+            yield item.document.diagnostic(
+                item.ref,
+                ["spec", "extendedKVCache"],
+                "a GGUF file runs on llama-box, which cannot use extendedKVCache (LMCache works with vllm and sglang)",
+            )
     if spec.distributed_inference and spec.backend in NO_DISTRIBUTED:
         yield item.document.diagnostic(
             item.ref, ["spec", "distributedInference"], f"backend {spec.backend} does not support distributed inference"
@@ -158,6 +172,9 @@ def _backend_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
 
 
 def _custom_command(item: Loaded, command: str) -> Iterator[Diagnostic]:
+    # jinja2 loads only for manifests with a custom command: validate starts faster without it.
+    from reconciler.spec.command import CommandTemplateError, check_command
+
     try:
         check_command(command)
     except CommandTemplateError as exc:
@@ -173,6 +190,10 @@ def _env_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
         elif name.startswith(RENDERER_ENV_PREFIX):
             yield item.document.diagnostic(
                 item.ref, ["spec", "env", name], f"variables starting with {RENDERER_ENV_PREFIX} are set by reconciler"
+            )
+        elif name in LMCACHE_ENV and model.spec.extended_kv_cache is not None:
+            yield item.document.diagnostic(
+                item.ref, ["spec", "env", name], f"{name} is set from extendedKVCache; change it there"
             )
 
 

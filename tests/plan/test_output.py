@@ -18,6 +18,7 @@ def test_text_output():
     text = to_text(run(quickstart(), snapshot("cpu-only.yaml")))
     assert "  + create gemma-3-270m-0 on local\n" in text
     assert "      argv:   python3 -m llama_cpp.server --model /tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf" in text
+    assert "      how:    cpu 0/19 layers\n" in text
     assert text.endswith("Plan: 1 to create, 0 to replace, 0 to delete.\n")
 
 
@@ -26,7 +27,29 @@ def test_json_shape():
     assert set(body) == {"revision", "summary", "actions", "pending"}
     assert body["summary"] == {"create": 1, "replace": 0, "delete": 0, "keep": 0, "pending": 0}
     [action] = body["actions"]
-    assert set(action) == {"action", "instance", "model", "worker", "gpus", "argv", "env", "port", "claim", "reason"}
+    assert set(action) == {
+        "action",
+        "instance",
+        "model",
+        "worker",
+        "gpus",
+        "argv",
+        "env",
+        "port",
+        "claim",
+        "reason",
+        "strategy",
+        "tensorParallel",
+        "pipelineParallel",
+        "offloadLayers",
+        "totalLayers",
+        "role",
+        "modelHash",
+        "specHash",
+    }
+    assert (action["strategy"], action["tensorParallel"], action["pipelineParallel"]) == ("cpu", 1, 1)
+    assert (action["offloadLayers"], action["totalLayers"], action["role"]) == (0, 19, "main")
+    assert len(action["modelHash"]) == 16 and action["specHash"]
     assert (action["action"], action["instance"], action["worker"], action["port"]) == (
         "create",
         "gemma-3-270m-0",
@@ -60,5 +83,5 @@ def test_no_changes_after_apply_and_replace_on_change(tmp_path):
 def test_markdown():
     text = to_markdown(run(quickstart(), snapshot("cpu-only.yaml")))
     assert "**Plan: 1 to create, 0 to replace, 0 to delete.**" in text
-    assert "| `+` create | `gemma-3-270m-0` | local |" in text
+    assert "| `+` create | `gemma-3-270m-0` | local | - | cpu 0/19 layers |" in text
     assert "<details><summary>Command lines</summary>" in text

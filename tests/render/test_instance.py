@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from reconciler.observe import ObservedState
@@ -109,3 +111,59 @@ def test_merge_and_aliases():
     )
     assert merged == ["llama-box", "--parallel", "4", "--no-mmap", "-c", "2048", "--seed", "-1"]
     assert canonical("--n_gpu_layers") == canonical("-ngl") == "gpu-layers"
+
+
+def test_extended_kv_cache_for_vllm_renders_lmcache_and_claims_its_ram():
+    text = VLLM + "  extendedKVCache: {ramRatio: 2, chunkSize: 512}\n"
+    spec = only_create(run(desired(text), snapshot("rtx4090.yaml")))
+    config = spec.argv[spec.argv.index("--kv-transfer-config") + 1]
+    assert json.loads(config) == {"kv_connector": "LMCacheConnectorV1", "kv_role": "kv_both"}
+    vram = spec.claim.vram[0]  # 24 GiB x 0.9
+    assert spec.claim.ram == 2 * vram
+    assert spec.env["LMCACHE_LOCAL_CPU"] == "True"
+    assert spec.env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == f"{2 * vram / 1024**3:.2f}" == "43.20"
+    assert spec.env["LMCACHE_CHUNK_SIZE"] == "512"
+
+
+def test_extended_kv_cache_max_ram_overrides_the_ratio_for_sglang():
+    text = VLLM.replace("backend: vllm", "backend: sglang") + "  extendedKVCache: {maxRamGiB: 8}\n"
+    spec = only_create(run(desired(text), ObservedState.of([worker("desk", gpus=[24])])))
+    assert "--enable-lmcache" in spec.argv
+    assert spec.claim.ram == 8 * 1024**3
+    assert (spec.env["LMCACHE_MAX_LOCAL_CPU_SIZE"], spec.env["LMCACHE_CHUNK_SIZE"]) == ("8.00", "256")
+
+
+def test_extended_kv_cache_ram_must_fit():
+    text = VLLM + "  extendedKVCache: {maxRamGiB: 100}\n"  # the desk has 64 GiB
+    [pending] = run(desired(text), snapshot("rtx4090.yaml")).pending
+    assert "No suitable workers" in pending.reason
+
+
+def test_without_extended_kv_cache_nothing_of_lmcache():
+    spec = only_create(run(desired(VLLM), snapshot("rtx4090.yaml")))
+    assert "--kv-transfer-config" not in spec.argv and spec.claim.ram == 0
+    assert not any(name.startswith("LMCACHE_") for name in spec.env)
+
+
+def test_extended_kv_cache_env_on_every_ray_process():
+    text = VLLM.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-32B-Instruct")
+    text += "  extendedKVCache: {ramRatio: 1}\n"
+    observed = ObservedState.of([worker("w1", ram_gib=256, gpus=[24, 24]), worker("w2", ram_gib=256, gpus=[24, 24])])
+    result = run(desired(text), observed)
+    created = {a.instance.role: a.instance for a in result.actions if a.action == "create"}
+    assert set(created) == {"main", "ray-head", "ray-worker"}
+    for role in ("main", "ray-head", "ray-worker"):
+        assert created[role].env["LMCACHE_MAX_LOCAL_CPU_SIZE"] == "43.20", role  # 2 x 24 GiB x 0.9 per node
+    assert created["ray-head"].claim.ram == 0  # the main instance on the same node claims its cache
+    assert created["ray-worker"].claim.ram == created["main"].claim.ram > 0
+
+
+def test_ray_worker_listens_on_its_port_for_the_tcp_probe():
+    # `ray start --block` of a worker opens no port of its own; its raylet listens on --node-manager-port.
+    text = VLLM.replace("meta-llama/Llama-3.1-8B-Instruct", "Qwen/Qwen2.5-32B-Instruct")
+    observed = ObservedState.of([worker("w1", gpus=[24, 24]), worker("w2", gpus=[24, 24])])
+    created = {a.instance.role: a.instance for a in run(desired(text), observed).actions if a.action == "create"}
+    ray_worker, head = created["ray-worker"], created["ray-head"]
+    assert ray_worker.argv[ray_worker.argv.index("--node-manager-port") + 1] == str(ray_worker.port)
+    assert ray_worker.health_path == "" and head.health_path == ""  # "": the agent probes the port over TCP
+    assert head.argv[head.argv.index("--port") + 1] == str(head.port)

@@ -53,7 +53,8 @@ def test_divisibility_failure_is_reported():
     model = QWEN_32B.replace("Qwen/Qwen2.5-32B-Instruct", "org/odd-heads") + "  scheduling: {gpusPerReplica: 4}\n"
     odd = safetensors("hf:org/odd-heads", 150, heads=25)
     [pending] = run(desired(model), snapshot("2x8xh100.yaml"), facts(odd)).pending
-    assert "Total number of attention heads (25) must be divisible by tensor parallel size (4)." in pending.reason
+    assert "Total number of attention heads (25) must be divisible by tensor parallel size (4)" in pending.reason
+    assert ".;" not in pending.reason
 
 
 def test_7b_across_two_single_gpu_workers_over_ray():
@@ -167,7 +168,7 @@ def test_gguf_full_offload_on_one_gpu():
 
 
 def test_gguf_split_over_two_gpus_of_one_worker():
-    observed = ObservedState.of([worker("two", gpus=[8, 8])])
+    observed = ObservedState.of([worker("two", gpus=[5, 5])])
     model = GGUF + "  cpuOffloading: false\n"
     [create] = creates(run(desired(model), observed))
     assert create.instance.gpus == [0, 1]
@@ -217,3 +218,45 @@ def test_quickstart_on_the_cpu_snapshot():
     assert create.instance.argv[:3] == ["python3", "-m", "llama_cpp.server"]
     assert create.instance.argv[-2:] == ["--chat_format", "gemma"]
     assert create.instance.port == 40000
+
+
+def test_rpc_level_names_its_best_combination():
+    model = """
+apiVersion: reconciler/v1
+kind: Model
+metadata: {name: llama-70b}
+spec:
+  source: {huggingface: {repo: bartowski/Llama-3.3-70B-Instruct-GGUF, file: "*Q4_K_M.gguf"}}
+  backend: llama-box
+  cpuOffloading: false
+"""
+    observed = ObservedState.of([worker(f"desk-{i}", gpus=[16]) for i in (1, 2, 3)])
+    [pending] = run(desired(model), observed).pending
+    assert "over RPC, workers desk-1, desk-2, desk-3 together provide 45.00 GiB allocatable VRAM" in pending.reason
+    assert "cpuOffloading is off" in pending.reason
+
+
+def test_equal_workers_tie_to_the_first_name():
+    observed = ObservedState.of([worker(n, gpus=[80]) for n in ("c", "a", "b")])
+    [create] = creates(run(desired(SMALL.replace("PLACEMENT", "spread")), observed))
+    assert create.worker == "a"
+    [create] = creates(run(desired(SMALL.replace("PLACEMENT", "binpack")), observed))
+    assert create.worker == "a"
+
+
+def test_per_worker_reserved_ram_keeps_the_cluster_vram():
+    cluster = """
+apiVersion: reconciler/v1
+kind: Cluster
+metadata: {name: test}
+spec:
+  reserved: {ramGiB: 2, vramGiB: 1}
+  agents: [{name: a-small, url: "http://10.0.0.9:10150", reserved: {ramGiB: 60}}]
+"""
+    observed = ObservedState.of([worker("a-small", ram_gib=64), worker("b-big", ram_gib=64)])
+    model = GGUF_CPU.replace("mistral", "m")
+    [create] = creates(run(desired(model, cluster), observed))
+    assert create.worker == "b-big"  # a-small keeps 60 of its 64 GiB back
+    with_gpu = ObservedState.of([worker("a-small", ram_gib=64, gpus=[8])])
+    [create] = creates(run(desired(GGUF.replace("mistral", "m") + "  cpuOffloading: false\n", cluster), with_gpu))
+    assert create.instance.gpus == [0]  # 7 GiB allocatable: the cluster's 1 GiB VRAM reservation still applies

@@ -51,13 +51,16 @@ def model_specs(draw: st.DrawFn, selector_names: list[str]) -> dict[str, Any]:
         "env": st.dictionaries(env_names, texts, max_size=3),
         "restartOnError": st.booleans(),
         "genericProxy": st.booleans(),
-        "extendedKVCache": st.fixed_dictionaries(
-            {}, optional={"ramRatio": st.floats(0.1, 8, allow_nan=False), "chunkSize": st.integers(1, 4096)}
-        ),
     }
     for key, strategy in optional.items():
         if draw(st.booleans()):
             spec[key] = draw(strategy)
+    if backend in ("vllm", "sglang") and draw(st.booleans()):  # LMCache's backends only
+        spec["extendedKVCache"] = draw(
+            st.fixed_dictionaries(
+                {}, optional={"ramRatio": st.floats(0.1, 8, allow_nan=False), "chunkSize": st.integers(1, 4096)}
+            )
+        )
     if backend not in ("vllm", "mindie") and draw(st.booleans()):
         spec["cpuOffloading"] = draw(st.booleans())
     if backend not in ("vox-box", "mindie") and draw(st.booleans()):
