@@ -78,7 +78,16 @@ def serve_router(port: int, upstreams: list[str], http: str, loop: str, strategy
     router = Router(None)
     endpoints = tuple(Endpoint(f"i{n}", url) for n, url in enumerate(upstreams))
     router.update_table(RoutingTable({"m": ModelEntry("m", endpoints, strategy=strategy)}))  # type: ignore[arg-type]
-    uvicorn.run(router, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop=loop, http=http)
+    uvicorn.run(
+        router,
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        access_log=False,
+        loop=loop,
+        http=http,
+        proxy_headers=False,
+    )
 
 
 def serve_httpx_forwarder(port: int, upstream: str) -> None:

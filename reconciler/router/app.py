@@ -351,6 +351,8 @@ class Router:
         first = True
         pending = b""
         kept = bytearray() if content_type.startswith("application/json") else None
+        # With a known length the last chunk ends the answer: one write less per request.
+        remaining = None if events else response.content_length
         async for chunk in response.content.iter_any():
             if first:
                 self.metrics.ttft.labels(model).observe(time.perf_counter() - started)
@@ -364,9 +366,11 @@ class Router:
                     kept += chunk
                 else:
                     kept = None
-            await send({"type": "http.response.body", "body": chunk, "more_body": True})
-        tail = pending if events else b""
-        await send({"type": "http.response.body", "body": tail, "more_body": False})
+            if remaining is not None:
+                remaining -= len(chunk)
+            await send({"type": "http.response.body", "body": chunk, "more_body": remaining is None or remaining > 0})
+        if remaining is None or remaining > 0:
+            await send({"type": "http.response.body", "body": pending, "more_body": False})
         if kept:
             document = json_body(bytes(kept))
             if document is not None:

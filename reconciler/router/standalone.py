@@ -54,6 +54,8 @@ def run_router(router: Router, desired: Desired, token: str | None, host: str, p
     )
     poller.start()
     try:
-        uvicorn.run(router, host=host, port=port, log_level="warning", lifespan="on", access_log=False)
+        uvicorn.run(
+            router, host=host, port=port, log_level="warning", lifespan="on", access_log=False, proxy_headers=False
+        )
     finally:
         stop.set()
