@@ -293,8 +293,11 @@ class Router:
             gauge = self.metrics.inflight.labels(endpoint.id)
             gauge.inc()
             try:
+                payload = body
+                if entry.name != name and parsed:  # a route: the instance knows its model by its own name
+                    payload = json.dumps({**parsed, "model": entry.name}).encode()
                 async with self._session().request(
-                    scope["method"], endpoint.url + url_tail, data=body, headers=forward
+                    scope["method"], endpoint.url + url_tail, data=payload, headers=forward
                 ) as response:
                     if response.status in RETRY_STATUSES and attempt == 0:
                         self.balancer.failed(endpoint, time.monotonic())

@@ -185,7 +185,7 @@ def test_canary_route_splits_90_10(upstreams, router_url):
         body = {"model": "chat", "messages": []}
         seen = Counter(client.post(f"{url}/v1/chat/completions", json=body).headers["x-instance"] for _ in range(200))
     assert seen == {"a": 180, "b": 20}
-    assert upstreams["a"][0].received[-1]["model"] == "chat"  # the body is passed along unchanged
+    assert upstreams["a"][0].received[-1]["model"] == "big"  # each instance hears its own model's name
 
 
 def test_route_falls_back_when_targets_have_no_instance(upstreams, router_url):
