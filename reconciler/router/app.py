@@ -62,6 +62,10 @@ USAGE_BODY_LIMIT = 4 * 1024 * 1024  # answers larger than this are passed throug
 JSON = [(b"content-type", b"application/json")]
 
 
+class StreamBroken(Exception):
+    """The instance failed after the answer had started: too late to retry or to answer an error."""
+
+
 class Refusal(Exception):
     """An answer the router gives itself, in OpenAI's error shape."""
 
@@ -308,7 +312,12 @@ class Router:
                             "upstream_error",
                         )
                         continue
-                    await self._relay(send, response, entry.name, key, strip_usage, started)
+                    try:
+                        await self._relay(send, response, entry.name, key, strip_usage, started)
+                    except StreamBroken:
+                        # The client sees the connection close mid-answer, the one honest signal left.
+                        self.balancer.failed(endpoint, time.monotonic())
+                        return 502
                     if response.status >= 500:
                         self.balancer.failed(endpoint, time.monotonic())
                     return response.status
@@ -351,9 +360,25 @@ class Router:
         drop = {b"content-length"} if events else set()
         headers = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in DROPPED_RESPONSE_HEADERS | drop]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
+        kept = bytearray() if content_type.startswith("application/json") else None
+        try:
+            await self._pump(send, response, model, key, strip_usage, started, events, kept)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise StreamBroken(str(exc)) from exc
+
+    async def _pump(
+        self,
+        send: Send,
+        response: aiohttp.ClientResponse,
+        model: str,
+        key: str,
+        strip_usage: bool,
+        started: float,
+        events: bool,
+        kept: bytearray | None,
+    ) -> None:
         first = True
         pending = b""
-        kept = bytearray() if content_type.startswith("application/json") else None
         # With a known length the last chunk ends the answer: one write less per request.
         remaining = None if events else response.content_length
         async for chunk in response.content.iter_any():

@@ -254,3 +254,12 @@ def test_metrics_exposed(upstreams, router_url):
     assert "reconciler_router_routing_decisions_total" in text
     assert "reconciler_router_time_to_first_token_seconds_bucket" in text
     assert json.loads(httpx.get(f"{url}/healthz").text) == {"status": "ok"}
+
+
+def test_instance_silent_mid_stream_closes_the_answer(upstreams, router_url):
+    router, _, url = router_url
+    router.update_table(table(upstreams))
+    body = {"model": "m", "messages": [], "stream": True, "chunks": 3, "chunk_delay": 3}
+    with pytest.raises(httpx.RemoteProtocolError):  # no error status is possible after the first byte
+        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    assert chat(url).status_code == 200
