@@ -135,27 +135,27 @@ def serve_httpx_forwarder(port: int, upstream: str) -> None:
 
 @contextmanager
 def process(argv: list[str], ready_url: str, env: dict[str, str] | None = None, wait_s: float = 120) -> Iterator[None]:
-    child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
-    try:
-        deadline = time.monotonic() + wait_s
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"{argv[0]} exited {child.returncode}: {child.stderr.read().decode()[-800:]}")  # type: ignore[union-attr]
-            try:
-                httpx.get(ready_url, timeout=2)
-                break
-            except httpx.HTTPError:
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"{' '.join(argv)} did not start") from None
-                time.sleep(0.2)
-        yield
-    finally:
-        child.terminate()
+    with tempfile.TemporaryFile() as log:  # not a pipe: a chatty child (llama.cpp) would block on a full one
+        child = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=log, env=env)
         try:
-            child.wait(10)
-        except subprocess.TimeoutExpired:
-            child.kill()
-            child.wait()
+            deadline = time.monotonic() + wait_s
+            while True:
+                if child.poll() is not None or time.monotonic() > deadline:
+                    log.seek(0)
+                    raise RuntimeError(f"{' '.join(argv[:3])} did not start: {log.read().decode()[-800:]}")
+                try:
+                    httpx.get(ready_url, timeout=2)
+                    break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            yield
+        finally:
+            child.terminate()
+            try:
+                child.wait(10)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def self_argv(*args: str) -> list[str]:
@@ -368,10 +368,12 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=4000, help="requests at concurrency 32")
     parser.add_argument("--no-litellm", action="store_true")
     parser.add_argument("--gemma", action="store_true", help="also measure prefix-hash TTFT on real Gemma")
+    parser.add_argument("--only-gemma", action="store_true", help="measure only the prefix-hash effect")
     parser.add_argument("--gemma-requests", type=int, default=40)
     args = parser.parse_args()
-    overhead(args.requests, not args.no_litellm)
-    if args.gemma:
+    if not args.only_gemma:
+        overhead(args.requests, not args.no_litellm)
+    if args.gemma or args.only_gemma:
         gemma_prefix(args.gemma_requests)
 
 
