@@ -256,6 +256,9 @@ class Router:
         except Refusal as refusal:
             status = refusal.status
             raise
+        except asyncio.CancelledError:
+            status = 499  # nginx's "client closed request"
+            raise
         finally:
             self.metrics.requests.labels(name, str(status)).inc()
             self.metrics.latency.labels(name).observe(time.perf_counter() - started)

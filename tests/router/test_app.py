@@ -110,6 +110,7 @@ def test_client_disconnect_cancels_upstream(upstreams, router_url):
         upstream = upstreams[response.headers["x-instance"]][0]
         assert upstream.cancelled == 0
     assert wait_for(lambda: upstream.cancelled == 1)
+    assert 'reconciler_router_requests_total{code="499",model="m"} 1.0' in httpx.get(f"{url}/metrics").text
 
 
 @pytest.mark.parametrize(
