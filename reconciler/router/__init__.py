@@ -3,6 +3,7 @@
 from reconciler.router.app import Router, create_router_app
 from reconciler.router.balance import LOAD_FACTOR, Balancer, Ring, SmoothWeighted
 from reconciler.router.metrics import RouterMetrics
+from reconciler.router.relay import Relay
 from reconciler.router.table import Endpoint, ModelEntry, RouteEntry, RoutingTable, build_table
 from reconciler.router.usage import MemoryUsage, UsageRecorder
 
@@ -12,6 +13,7 @@ __all__ = [
     "Endpoint",
     "MemoryUsage",
     "ModelEntry",
+    "Relay",
     "Ring",
     "RouteEntry",
     "Router",
