@@ -264,3 +264,13 @@ def test_instance_silent_mid_stream_closes_the_answer(upstreams, router_url):
     with pytest.raises(httpx.RemoteProtocolError):  # no error status is possible after the first byte
         httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
     assert chat(url).status_code == 200
+
+
+def test_model_from_query_and_missing_model(upstreams, router_url):
+    router, _, url = router_url
+    router.update_table(table(upstreams))
+    speech = httpx.post(f"{url}/v1/audio/speech?model=solo", content=b"raw", headers={"content-type": "text/plain"})
+    assert speech.status_code == 200 and speech.headers["x-instance"] == "c"
+    missing = httpx.post(f"{url}/v1/chat/completions", json={"messages": []})
+    assert missing.status_code == 400 and missing.json()["error"]["code"] == "model_required"
+    assert httpx.get(f"{url}/v2/nothing").status_code == 404
