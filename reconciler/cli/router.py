@@ -61,22 +61,18 @@ def router_command(
     """
     from reconciler.errors import SpecInvalid
     from reconciler.router import Router
-    from reconciler.router.standalone import is_loopback, run_router
+    from reconciler.router.standalone import listen_address, run_router
     from reconciler.spec import load_desired
 
     try:
         desired = load_desired(path)
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    has_keys = bool(desired.cluster.spec.router.api_keys)
-    address = host or ("0.0.0.0" if has_keys else "127.0.0.1")
-    if not has_keys and not is_loopback(address):
-        typer.echo(
-            f"--host {address}: no API keys in the Cluster manifest, so the router listens on loopback only "
-            "(add keys with `reconcile keys new NAME`)",
-            err=True,
-        )
-        raise typer.Exit(1)
+    try:
+        address = listen_address(bool(desired.cluster.spec.router.api_keys), host)
+    except ValueError as exc:
+        typer.echo(f"--host {exc}", err=True)
+        raise typer.Exit(1) from exc
     router = Router(None, timeout_s=timeout, max_inflight_per_instance=max_inflight)
     typer.echo(
         f"router: http://{address}:{port}/v1 ({len(desired.models)} models, {len(desired.routes)} routes)", err=True

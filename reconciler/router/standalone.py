@@ -29,6 +29,17 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def listen_address(has_keys: bool, requested: str | None) -> str:
+    """Where to listen: loopback only without API keys (raises ValueError for anything else)."""
+    address = requested or ("0.0.0.0" if has_keys else "127.0.0.1")
+    if not has_keys and not is_loopback(address):
+        raise ValueError(
+            f"{address}: no API keys in the Cluster manifest, so the router listens on loopback only "
+            "(add keys with `reconcile keys new NAME`)"
+        )
+    return address
+
+
 def poll_agents(
     desired: Desired,
     token: str | None,
