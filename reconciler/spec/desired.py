@@ -14,7 +14,7 @@ from pathlib import Path
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.spec.loader import Document, Loaded, manifest_files, read_documents, read_file, validate_document
-from reconciler.spec.models import Cluster, Metadata, Model, WorkerSelector
+from reconciler.spec.models import Cluster, Metadata, Model, ModelRoute, WorkerSelector
 from reconciler.spec.rules import check
 
 DEFAULT_CLUSTER = Cluster(metadata=Metadata(name="default"))
@@ -28,6 +28,7 @@ class Desired:
     cluster: Cluster = DEFAULT_CLUSTER
     selectors: tuple[WorkerSelector, ...] = ()
     models: tuple[Model, ...] = ()
+    routes: tuple[ModelRoute, ...] = ()
     locations: dict[str, Document] = field(default_factory=dict, compare=False, repr=False)
 
     def selector(self, name: str) -> WorkerSelector | None:
@@ -58,11 +59,13 @@ def _desired(root: str, items: Sequence[Loaded]) -> Desired:
         (i.resource for i in items if isinstance(i.resource, WorkerSelector)), key=lambda s: s.metadata.name
     )
     models = sorted((i.resource for i in items if isinstance(i.resource, Model)), key=lambda m: m.metadata.name)
+    routes = sorted((i.resource for i in items if isinstance(i.resource, ModelRoute)), key=lambda r: r.metadata.name)
     return Desired(
         root=root,
         cluster=clusters[0] if clusters else DEFAULT_CLUSTER,
         selectors=tuple(selectors),
         models=tuple(models),
+        routes=tuple(routes),
         locations={i.ref: i.document for i in items},
     )
 

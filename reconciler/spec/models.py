@@ -1,4 +1,4 @@
-"""Pydantic models of the three manifest kinds: Model, WorkerSelector, Cluster.
+"""Pydantic models of the manifest kinds: Model, WorkerSelector, Cluster, ModelRoute.
 
 Keys are camelCase in YAML and snake_case in Python. Every model forbids unknown
 keys and is strict: YAML ``"2"`` is not the integer 2, as in Kubernetes.
@@ -97,6 +97,18 @@ class CustomBackend(Spec):
     health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = "/health"
 
 
+class Routing(Spec):
+    """How the router spreads one model's requests over its Running instances."""
+
+    strategy: Literal["least-request", "prefix-hash"] = "least-request"
+    # prefix-hash only: characters of the first messages hashed (a shared system prompt).
+    prefix_chars: Annotated[int, Field(ge=1, le=1_000_000)] = 2048
+    # A request carrying this header sticks to one instance while that instance runs.
+    session_header: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9-]+$", max_length=128)] | None = (
+        "X-Session-Id"
+    )
+
+
 class Scheduling(Spec):
     mode: Literal["auto", "manual"] = "auto"
     placement: Placement | None = None
@@ -126,6 +138,7 @@ class ModelSpec(Spec):
     generic_proxy: bool = False
     extended_kv_cache: ExtendedKVCache | None = Field(default=None, alias="extendedKVCache")
     custom: CustomBackend | None = None
+    routing: Routing = Routing()
 
 
 class Model(Spec):
@@ -252,9 +265,32 @@ class Cluster(Spec):
     spec: ClusterSpec = ClusterSpec()
 
 
-Resource = Model | WorkerSelector | Cluster
-KINDS: dict[str, type[Model] | type[WorkerSelector] | type[Cluster]] = {
+# --- ModelRoute --------------------------------------------------------------------
+
+
+class RouteTarget(Spec):
+    model: DnsLabel
+    weight: Annotated[int, Field(ge=0, le=1_000_000)] = 1
+
+
+class ModelRouteSpec(Spec):
+    """A name clients use: weighted targets, then an ordered fallback tried when none can serve."""
+
+    targets: Annotated[list[RouteTarget], Field(min_length=1, max_length=64)]
+    fallback: Annotated[list[DnsLabel], Field(max_length=64)] = []
+
+
+class ModelRoute(Spec):
+    api_version: Literal["reconciler/v1"] = API_VERSION
+    kind: Literal["ModelRoute"] = "ModelRoute"
+    metadata: Metadata
+    spec: ModelRouteSpec
+
+
+Resource = Model | WorkerSelector | Cluster | ModelRoute
+KINDS: dict[str, type[Model] | type[WorkerSelector] | type[Cluster] | type[ModelRoute]] = {
     "Model": Model,
     "WorkerSelector": WorkerSelector,
     "Cluster": Cluster,
+    "ModelRoute": ModelRoute,
 }

@@ -10,7 +10,7 @@ from collections.abc import Iterator, Sequence
 
 from reconciler.errors import Diagnostic
 from reconciler.spec.loader import Loaded
-from reconciler.spec.models import Cluster, Model, WorkerSelector
+from reconciler.spec.models import Cluster, Model, ModelRoute, WorkerSelector
 from reconciler.spec.params import ParameterError, parse_backend_parameters
 
 VISIBLE_DEVICES_ENV = (
@@ -204,9 +204,29 @@ def _parameter_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
         yield item.document.diagnostic(item.ref, ["spec", "backendParameters", exc.index], str(exc))
 
 
+def _route_rules(item: Loaded, route: ModelRoute, models: set[str]) -> Iterator[Diagnostic]:
+    known = ", ".join(sorted(models)) or "none defined"
+    if route.metadata.name in models:
+        yield item.document.diagnostic(
+            item.ref, ["metadata", "name"], f"a Model is named {route.metadata.name!r}; a route may not shadow it"
+        )
+    for index, target in enumerate(route.spec.targets):
+        if target.model not in models:
+            at: list[str | int] = ["spec", "targets", index, "model"]
+            yield item.document.diagnostic(item.ref, at, f"no Model named {target.model!r} (known: {known})")
+    if not any(target.weight for target in route.spec.targets):
+        yield item.document.diagnostic(item.ref, ["spec", "targets"], "at least one target needs a weight above 0")
+    for index, name in enumerate(route.spec.fallback):
+        if name not in models:
+            yield item.document.diagnostic(
+                item.ref, ["spec", "fallback", index], f"no Model named {name!r} (known: {known})"
+            )
+
+
 def check(items: Sequence[Loaded]) -> list[Diagnostic]:
     """Every semantic problem of one desired state."""
     selectors = {i.resource.metadata.name: i.resource for i in items if isinstance(i.resource, WorkerSelector)}
+    models = {i.resource.metadata.name for i in items if isinstance(i.resource, Model)}
     found = [*_unique_names(items), *_one_cluster(items)]
     for item in items:
         resource = item.resource
@@ -216,6 +236,8 @@ def check(items: Sequence[Loaded]) -> list[Diagnostic]:
             found.extend(_scheduling_rules(item, resource, selectors))
         elif isinstance(resource, WorkerSelector):
             found.extend(_selector_rules(item, resource))
+        elif isinstance(resource, ModelRoute):
+            found.extend(_route_rules(item, resource, models))
         else:
             found.extend(_cluster_rules(item, resource))
     return found

@@ -67,7 +67,7 @@ def test_kind_and_api_version_checked(write):
     path = write("apiVersion: v2\nkind: Deployment\nmetadata: {name: m}\n")
     assert diags(path) == [
         f"{path}:1:13: document/m: apiVersion: must be 'reconciler/v1'",
-        f"{path}:2:7: document/m: kind: unknown kind (one of: Model, WorkerSelector, Cluster)",
+        f"{path}:2:7: document/m: kind: unknown kind (one of: Model, WorkerSelector, Cluster, ModelRoute)",
     ]
 
 

@@ -1,0 +1,383 @@
+"""The router as a plain ASGI app: authenticate, pick an instance, stream the answer through.
+
+A plain ASGI callable rather than a framework app: the router adds its overhead to every
+request, and routing a dozen fixed paths needs no framework. One pooled aiohttp client talks
+to every instance (aiohttp measured faster than httpx here: see docs/router.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import aiohttp
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from reconciler.router.balance import Balancer
+from reconciler.router.metrics import RouterMetrics
+from reconciler.router.relay import Relay, StreamBroken
+from reconciler.router.requests import error_body, form_model, json_body, key_name, query_model
+from reconciler.router.table import Endpoint, ModelEntry, RoutingTable
+from reconciler.router.types import Receive, Scope, Send
+from reconciler.router.usage import ANONYMOUS, UsageBuffer, UsageRecorder
+
+OPENAI_PATHS = frozenset(
+    {
+        "/v1/chat/completions",
+        "/v1/completions",
+        "/v1/embeddings",
+        "/v1/rerank",
+        "/v1/audio/speech",
+        "/v1/audio/transcriptions",
+        "/v1/images/generations",
+        "/v1/responses",
+    }
+)
+USAGE_STREAMS = frozenset({"/v1/chat/completions", "/v1/completions"})  # the paths with stream_options
+PROXY_PREFIX = "/model/proxy/"
+DROPPED_REQUEST_HEADERS = frozenset(
+    {"host", "authorization", "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
+    | {"content-length", "proxy-authorization", "x-model"}
+)
+RETRY_STATUSES = frozenset({502, 503})
+JSON = [(b"content-type", b"application/json")]
+
+
+class Refusal(Exception):
+    """An answer the router gives itself, in OpenAI's error shape."""
+
+    def __init__(self, status: int, message: str, kind: str, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.kind, self.code = status, message, kind, code
+
+
+class Router:
+    """The ASGI app. ``update_table`` may be called from any thread; requests see whole tables."""
+
+    def __init__(
+        self,
+        usage: UsageRecorder | None = None,
+        *,
+        timeout_s: float = 1800.0,
+        connect_timeout_s: float = 5.0,
+        cooldown_s: float = 10.0,
+        max_inflight_per_instance: int = 256,
+        metrics: RouterMetrics | None = None,
+    ) -> None:
+        self.table = RoutingTable()
+        self._seen: RoutingTable | None = None
+        self.balancer = Balancer(cooldown_s=cooldown_s)
+        self.usage = UsageBuffer(usage)
+        self.metrics = metrics or RouterMetrics()
+        self.relay = Relay(self.metrics, self.usage)
+        self.max_inflight_per_instance = max_inflight_per_instance
+        self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
+        self._client: aiohttp.ClientSession | None = None
+        self._flusher: asyncio.Task[None] | None = None
+
+    def update_table(self, table: RoutingTable) -> None:
+        self.table = table  # one reference swap: atomic; stale balancing state is dropped on the loop
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    def _session(self) -> aiohttp.ClientSession:
+        if self._client is None:
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            self._client = aiohttp.ClientSession(
+                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+            )
+            self._flusher = asyncio.get_running_loop().create_task(self.usage.run())
+        return self._client
+
+    async def aclose(self) -> None:
+        if self._flusher is not None:
+            self._flusher.cancel()
+            await asyncio.gather(self._flusher, return_exceptions=True)
+            self._flusher = None
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                self._session()
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.aclose()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    # --- dispatch ----------------------------------------------------------------------
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+            return
+        if scope["type"] != "http":
+            return
+        table = self.table
+        if table is not self._seen:
+            self.balancer.forget_stale(table)
+            self._seen = table
+        path: str = scope["path"]
+        method: str = scope["method"]
+        try:
+            if path == "/metrics" and method == "GET":
+                body = generate_latest(self.metrics.registry)
+                await _answer(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
+                return
+            if path == "/healthz":
+                await _answer(send, 200, b'{"status":"ok"}', JSON)
+                return
+            headers = _headers(scope)
+            key = self._authenticate(table, headers)
+            if path in ("/v1/models", "/v1/models/") and method == "GET":
+                await self._models(table, send)
+            elif path in OPENAI_PATHS and method == "POST":
+                await self._watched(scope, receive, send, table, headers, key, path)
+            elif path.startswith(PROXY_PREFIX):
+                await self._watched(scope, receive, send, table, headers, key, "/" + path[len(PROXY_PREFIX) :])
+            else:
+                raise Refusal(404, f"no route {method} {path}", "invalid_request_error", "not_found")
+        except Refusal as refusal:
+            await _answer(send, refusal.status, error_body(refusal.message, refusal.kind, refusal.code), JSON)
+
+    def _authenticate(self, table: RoutingTable, headers: dict[str, bytes]) -> str:
+        if not table.api_keys:
+            return ANONYMOUS
+        name = key_name(headers.get("authorization"), table.api_keys)
+        if name is None:
+            raise Refusal(401, "invalid or missing API key", "invalid_request_error", "invalid_api_key")
+        return name
+
+    async def _models(self, table: RoutingTable, send: Send) -> None:
+        data = [{"id": name, "object": "model", "created": 0, "owned_by": "reconciler"} for name in table.names()]
+        await _answer(send, 200, json.dumps({"object": "list", "data": data}).encode(), JSON)
+
+    async def _watched(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        table: RoutingTable,
+        headers: dict[str, bytes],
+        key: str,
+        upstream_path: str,
+    ) -> None:
+        """Forward, and cancel the upstream request if the client goes away first."""
+        body = await _read_body(receive)
+        if body is None:
+            return  # the client left before sending its whole request
+        task = asyncio.current_task()
+        assert task is not None
+        gone = False
+
+        async def watch() -> None:
+            nonlocal gone
+            while (await receive())["type"] != "http.disconnect":
+                pass
+            gone = True
+            task.cancel()
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            await self._forward(scope, send, table, headers, key, upstream_path, body)
+        except asyncio.CancelledError:
+            if not gone:
+                raise
+            task.uncancel()
+        finally:
+            watcher.cancel()
+
+    # --- forwarding --------------------------------------------------------------------
+
+    async def _forward(
+        self,
+        scope: Scope,
+        send: Send,
+        table: RoutingTable,
+        headers: dict[str, bytes],
+        key: str,
+        upstream_path: str,
+        body: bytes,
+    ) -> None:
+        proxied = scope["path"].startswith(PROXY_PREFIX)
+        content_type = headers.get("content-type", b"")
+        parsed = json_body(body) if content_type.startswith(b"application/json") or not content_type else None
+        name = _model_name(scope, headers, parsed, content_type, body, proxied)
+        if not name:
+            raise Refusal(400, "the request names no model", "invalid_request_error", "model_required")
+        if not table.knows(name):
+            raise Refusal(404, f"the model {name!r} does not exist", "invalid_request_error", "model_not_found")
+        entries = self.balancer.models_for(table, name)
+        if proxied:
+            entries = [e for e in entries if e.generic_proxy]
+            if not entries:
+                raise Refusal(
+                    404, f"the model {name!r} does not allow the generic proxy", "invalid_request_error", "not_found"
+                )
+        strip_usage = False
+        if parsed is not None and parsed.get("stream") is True and upstream_path in USAGE_STREAMS:
+            options = parsed.get("stream_options")
+            if not (isinstance(options, dict) and options.get("include_usage")):
+                parsed["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+                body = json.dumps(parsed).encode()
+                strip_usage = True
+        started = time.perf_counter()
+        status = 502
+        try:
+            status = await self._attempts(
+                scope, send, entries, headers, key, name, upstream_path, body, parsed or {}, strip_usage, started
+            )
+        except Refusal as refusal:
+            status = refusal.status
+            raise
+        except asyncio.CancelledError:
+            status = 499  # nginx's "client closed request"
+            raise
+        finally:
+            self.metrics.requests.labels(name, str(status)).inc()
+            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+
+    async def _attempts(
+        self,
+        scope: Scope,
+        send: Send,
+        entries: list[ModelEntry],
+        headers: dict[str, bytes],
+        key: str,
+        name: str,
+        upstream_path: str,
+        body: bytes,
+        parsed: dict[str, Any],
+        strip_usage: bool,
+        started: float,
+    ) -> int:
+        """Send to one instance; on a connect error or 502/503 before any byte went out, once more elsewhere."""
+        if not any(e.endpoints for e in entries):
+            raise Refusal(503, f"the model {name!r} has no Running instance", "server_error", "model_not_ready")
+        if all(self._full(e) for e in entries if e.endpoints):
+            raise Refusal(429, f"the queue of model {name!r} is full", "rate_limit_error", "queue_full")
+        session_header = next((e.session_header for e in entries if e.session_header), None)
+        session = headers.get(session_header) if session_header else None
+        query = scope.get("query_string", b"")
+        url_tail = upstream_path + ("?" + query.decode("latin-1") if query else "")
+        forward = [(k, v.decode("latin-1")) for k, v in headers.items() if k not in DROPPED_REQUEST_HEADERS]
+        tried: set[str] = set()
+        last = Refusal(502, f"no instance of {name!r} answered", "server_error", "bad_gateway")
+        for attempt in range(2):
+            picked = self._pick(entries, parsed, session.decode("latin-1") if session else None, tried)
+            if picked is None:
+                break
+            entry, endpoint = picked
+            tried.add(endpoint.id)
+            self.balancer.started(endpoint)
+            self.metrics.decisions.labels(entry.name, endpoint.id).inc()
+            gauge = self.metrics.inflight.labels(endpoint.id)
+            gauge.inc()
+            try:
+                payload = body
+                if entry.name != name and parsed:  # a route: the instance knows its model by its own name
+                    payload = json.dumps({**parsed, "model": entry.name}).encode()
+                async with self._session().request(
+                    scope["method"], endpoint.url + url_tail, data=payload, headers=forward
+                ) as response:
+                    if response.status in RETRY_STATUSES and attempt == 0:
+                        self.balancer.failed(endpoint, time.monotonic())
+                        last = Refusal(
+                            response.status,
+                            f"instance {endpoint.id} answered {response.status}",
+                            "server_error",
+                            "upstream_error",
+                        )
+                        continue
+                    try:
+                        await self.relay.relay(send, response, entry.name, key, strip_usage, started)
+                    except StreamBroken:
+                        # The client sees the connection close mid-answer, the one honest signal left.
+                        self.balancer.failed(endpoint, time.monotonic())
+                        return 502
+                    if response.status >= 500:
+                        self.balancer.failed(endpoint, time.monotonic())
+                    return response.status
+            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+                if isinstance(exc, aiohttp.ServerTimeoutError):
+                    raise Refusal(504, f"instance {endpoint.id} timed out", "server_error", "timeout") from exc
+                self.balancer.failed(endpoint, time.monotonic())
+                last = Refusal(
+                    502, f"instance {endpoint.id} failed: {type(exc).__name__}", "server_error", "bad_gateway"
+                )
+            except TimeoutError as exc:
+                raise Refusal(504, f"instance {endpoint.id} timed out", "server_error", "timeout") from exc
+            finally:
+                self.balancer.finished(endpoint)
+                gauge.dec()
+        raise last
+
+    def _full(self, entry: ModelEntry) -> bool:
+        busy = sum(self.balancer.inflight.get(e.id, 0) for e in entry.endpoints)
+        return busy >= self.max_inflight_per_instance * len(entry.endpoints)
+
+    def _pick(
+        self, entries: list[ModelEntry], parsed: dict[str, Any], session: str | None, tried: set[str]
+    ) -> tuple[ModelEntry, Endpoint] | None:
+        now = time.monotonic()
+        for entry in entries:
+            if self._full(entry):
+                continue
+            endpoint = self.balancer.pick(entry, parsed, session, tried, now)
+            if endpoint is not None:
+                return entry, endpoint
+        return None
+
+
+def create_router_app(
+    usage: UsageRecorder | None = None, **settings: Any
+) -> tuple[Router, Callable[[RoutingTable], None]]:
+    """The ASGI app and the function that swaps its routing table in (after each observation)."""
+    router = Router(usage, **settings)
+    return router, router.update_table
+
+
+def _headers(scope: Scope) -> dict[str, bytes]:
+    return {k.decode("latin-1"): v for k, v in scope["headers"]}
+
+
+def _model_name(
+    scope: Scope,
+    headers: dict[str, bytes],
+    parsed: dict[str, Any] | None,
+    content_type: bytes,
+    body: bytes,
+    proxied: bool,
+) -> str | None:
+    if proxied and "x-model" in headers:
+        return headers["x-model"].decode("latin-1")
+    if parsed is not None and isinstance(parsed.get("model"), str):
+        return str(parsed["model"])
+    if content_type.startswith(b"multipart/form-data"):
+        found = form_model(content_type, body)
+        if found:
+            return found
+    return query_model(scope.get("query_string", b""))
+
+
+async def _read_body(receive: Receive) -> bytes | None:
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _answer(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
