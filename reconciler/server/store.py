@@ -228,7 +228,7 @@ class Store:
 
     def restarts(self) -> dict[str, int]:
         with self.engine.connect() as db:
-            return {r.instance_id: r.count for r in db.execute(restarts.select())}
+            return {r["instance_id"]: int(r["count"]) for r in db.execute(restarts.select()).mappings()}
 
     # --- router usage ------------------------------------------------------------------
 
@@ -292,7 +292,7 @@ class Store:
         return generation
 
 
-def _revision(row: Mapping[str, Any]) -> dict[str, Any]:
+def _revision(row: sa.RowMapping) -> dict[str, Any]:
     return {
         "revision": row["revision"],
         "attemptedAt": row["attempted_at"],
