@@ -11,6 +11,7 @@ commit arrives.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -148,10 +149,8 @@ class Reconciler:
                 self.next_fetch = self.clock() + delay
             sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock()))
             if not self.wake.is_set():
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=sleep)
-                except TimeoutError:
-                    pass
             self.wake.clear()
 
     async def wait_pass(self, after: int) -> None:
@@ -225,7 +224,9 @@ class Reconciler:
                 self.error = None
         if stalled is not None:
             return stalled
-        starting = any(i.state not in ("Running", "Error") for w in view.workers if w.state == "Ready" for i in w.instances)
+        starting = any(
+            i.state not in ("Running", "Error") for w in view.workers if w.state == "Ready" for i in w.instances
+        )
         if drift or starting or any(r.state == "Progressing" for r in self.rollouts):
             return "Progressing"
         return outcome
@@ -283,8 +284,7 @@ class Reconciler:
         had_models = self.desired is not None and bool(self.desired.models)
         if had_models or running or any(summary.get(k) for k in ("create", "replace", "keep")):
             return (
-                "refused: this revision deletes every model; set spec.sync.allowEmpty: true "
-                "in the Cluster to allow it"
+                "refused: this revision deletes every model; set spec.sync.allowEmpty: true in the Cluster to allow it"
             )
         return None
 
@@ -310,7 +310,9 @@ class Reconciler:
     # --- bookkeeping -------------------------------------------------------------------
 
     def _remember_assignments(self, sets: dict[str, list[InstanceSpec]]) -> None:
-        current = {s.id: Assignment(s.id, s.model, worker, tuple(s.gpus)) for worker, specs in sets.items() for s in specs}
+        current = {
+            s.id: Assignment(s.id, s.model, worker, tuple(s.gpus)) for worker, specs in sets.items() for s in specs
+        }
         if {k: a.worker for k, a in current.items()} != self.assigned:
             self.store.set_assignments(current.values(), self.clock())
             self.assigned = {k: a.worker for k, a in current.items()}

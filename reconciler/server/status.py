@@ -49,7 +49,9 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                 "name": model.metadata.name,
                 "desired": model.spec.replicas,
                 "ready": ready,
-                "pending": [{"replica": p.replica, "reason": p.reason} for p in pending if p.model == model.metadata.name],
+                "pending": [
+                    {"replica": p.replica, "reason": p.reason} for p in pending if p.model == model.metadata.name
+                ],
                 "rollout": {"state": rollout.state, "message": rollout.message} if rollout else None,
             }
         )
@@ -66,7 +68,12 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                 "memoryTotal": last.memory_total if last else None,
                 "memoryFree": last.memory_total - last.memory_used if last else None,
                 "gpus": [
-                    {"index": g.index, "name": g.name, "memoryTotal": g.memory_total, "memoryFree": g.memory_total - g.memory_used}
+                    {
+                        "index": g.index,
+                        "name": g.name,
+                        "memoryTotal": g.memory_total,
+                        "memoryFree": g.memory_total - g.memory_used,
+                    }
                     for g in (last.gpus if last else [])
                 ],
                 "instances": len(last.instances) if last else 0,

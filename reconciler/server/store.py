@@ -184,8 +184,13 @@ class Store:
         """Replace every assignment with ``current`` (the instances the last apply placed)."""
         stamp = now or time.time()
         rows = [
-            {"instance_id": a.instance_id, "model": a.model, "worker": a.worker, "gpus": json.dumps(list(a.gpus)),
-             "updated_at": stamp}
+            {
+                "instance_id": a.instance_id,
+                "model": a.model,
+                "worker": a.worker,
+                "gpus": json.dumps(list(a.gpus)),
+                "updated_at": stamp,
+            }
             for a in current
         ]
         with self.engine.begin() as db:

@@ -59,7 +59,9 @@ class GitSource:
             shutil.rmtree(self.dir)
         self.dir.parent.mkdir(parents=True, exist_ok=True)
         # `--` keeps a URL that starts with a dash from being read as an option.
-        git.Git(self.dir.parent).clone("--quiet", "--no-checkout", "--branch", self.branch, "--", self.url, str(self.dir))
+        git.Git(self.dir.parent).clone(
+            "--quiet", "--no-checkout", "--branch", self.branch, "--", self.url, str(self.dir)
+        )
         return git.Repo(self.dir)
 
 

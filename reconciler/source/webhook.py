@@ -27,7 +27,9 @@ def verify(headers: Mapping[str, str], body: bytes, secret: bytes) -> str | None
     github = headers.get("x-hub-signature-256")
     if github is not None:
         scheme, _, digest = github.partition("=")
-        return "github" if scheme == "sha256" and hmac.compare_digest(digest.lower().encode(), expected.encode()) else None
+        return (
+            "github" if scheme == "sha256" and hmac.compare_digest(digest.lower().encode(), expected.encode()) else None
+        )
     gitea = headers.get("x-gitea-signature")
     if gitea is not None:
         return "gitea" if hmac.compare_digest(gitea.lower().encode(), expected.encode()) else None

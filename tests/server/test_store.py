@@ -50,8 +50,14 @@ def test_usage_accumulates_per_key_model_day(tmp_path: Path) -> None:
     store.add_usage("web", "qwen", "2026-01-02", 3, 3)
     rows = store.usage(key_name="ci", since="2026-01-01", until="2026-01-01")
     assert rows == [
-        {"api_key_name": "ci", "model": "gemma", "day": "2026-01-01", "prompt_tokens": 11, "completion_tokens": 7,
-         "requests": 2}
+        {
+            "api_key_name": "ci",
+            "model": "gemma",
+            "day": "2026-01-01",
+            "prompt_tokens": 11,
+            "completion_tokens": 7,
+            "requests": 2,
+        }
     ]
     assert len(store.usage()) == 3
     assert [r["model"] for r in store.usage(model="qwen")] == ["qwen"]
