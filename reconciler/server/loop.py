@@ -16,7 +16,8 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from reconciler.errors import SourceUnavailable, SpecInvalid
@@ -242,7 +243,12 @@ class Reconciler:
         except SourceUnavailable as exc:
             self._fail(Condition("SourceUnavailable", str(exc)))
             return "SourceUnavailable"
-        self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+        try:
+            return await self._load(checkout)
+        finally:  # the interval of the revision just loaded, when it is valid
+            self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+
+    async def _load(self, checkout: Checkout) -> Outcome | None:
         if self.error is not None and self.error.reason == "SourceUnavailable":
             self.error = None
         if self.checkout is not None and checkout.revision == self.checkout.revision:
@@ -253,9 +259,12 @@ class Reconciler:
         try:
             desired = await asyncio.to_thread(load_desired, checkout.path)
         except SpecInvalid as exc:
-            diagnostics = [d.as_dict() for d in exc.diagnostics]
-            self.store.finish(row, "Invalid", error=str(exc), diagnostics=diagnostics)
-            self._fail(Condition("Invalid", str(exc), revision, diagnostics))
+            # Paths as the repository names them, not where the server's clone lies.
+            found = [replace(d, path=_relative(d.path, checkout.path)) for d in exc.diagnostics]
+            message = "\n".join(map(str, found))
+            diagnostics = [d.as_dict() for d in found]
+            self.store.finish(row, "Invalid", error=message, diagnostics=diagnostics)
+            self._fail(Condition("Invalid", message, revision, diagnostics))
             return "Invalid"
         refusal = self._refuse_empty(desired)
         if refusal:
@@ -334,6 +343,13 @@ class Reconciler:
         from reconciler.server.status import build_status
 
         return build_status(self)
+
+
+def _relative(path: str, root: Path) -> str:
+    try:
+        return str(Path(path).relative_to(root))
+    except ValueError:
+        return path
 
 
 def _summary_text(summary: dict[str, int]) -> str:

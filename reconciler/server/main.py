@@ -125,4 +125,5 @@ def run_server(
     config: ServerConfig, source: Source, *, on_state: OnState | None = None, router: HostedApp | None = None
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call every poll is noise
     asyncio.run(serve(config, source, on_state=on_state, router=router))
