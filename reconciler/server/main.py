@@ -9,6 +9,7 @@ import contextlib
 import json
 import logging
 import os
+import signal
 from collections.abc import Generator
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,6 +46,19 @@ class HostedApp:
     host: str = "0.0.0.0"
 
 
+class _Main(uvicorn.Server):
+    """Stops on SIGINT/SIGTERM without re-raising the signal afterwards, so clean-up runs."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
 class _Guest(uvicorn.Server):
     """A second uvicorn server: the first one owns the signal handlers and the shutdown."""
 
@@ -72,7 +86,7 @@ async def serve(
     if router is not None:
         rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
     app = create_app(rec, token_sha256, config.webhook_secret)
-    main = uvicorn.Server(uvicorn.Config(app, host=config.host, port=config.port, access_log=False))
+    main = _Main(uvicorn.Config(app, host=config.host, port=config.port, access_log=False))
     guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port)) if router else None
     tasks = [asyncio.create_task(rec.run(), name="reconcile")]
     if isinstance(source, DirSource):
