@@ -244,6 +244,10 @@ def test_lost_worker_is_replaced_after_grace_and_its_stale_copy_stopped(sim: Sim
     gitops.start()
     home = wait_for(lambda: next((n for n, v in ids(sim).items() if v), None), what="a placement")
     other = "b" if home == "a" else "a"
+    wait_for(
+        lambda: [(i["worker"], i["state"]) for i in gitops.status()["instances"]] == [(home, "Running")],
+        what="the server seeing the instance Running",
+    )
     sim.agents[home].down = True
     wait_for(
         lambda: [i["state"] for i in gitops.status()["instances"]] == ["Unreachable"],
