@@ -191,7 +191,7 @@ def test_webhook_invalid_commit_empty_guard_and_restart(sim: SimulatedAgents, gi
     assert "webhook from 127.0.0.1 refused" in (gitops.root / "server.log").read_text()
     assert gitops.webhook(body, github(body)) == 200
     wait_for(lambda: gitops.status()["revision"] == second, what="the webhook's revision")
-    assert sorted(sum(ids(sim).values(), [])) == ["web-0", "web-1"]
+    assert sorted(i for v in ids(sim).values() for i in v) == ["web-0", "web-1"]
 
     before = ids(sim)
     gitops.push({"web.yaml": WEB.format(replicas="two", command="x")}, "broken")
