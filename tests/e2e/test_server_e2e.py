@@ -336,6 +336,12 @@ def test_spec_change_replaces_replicas_one_at_a_time(agent: str, gitops: GitOps)
     assert any(set(s.values()) & set(old.values()) and set(s.values()) - set(old.values()) for s in seen)
     logs = gitops.cli("logs", "web-0", "--tail", "5")
     assert logs.returncode == 0, logs.stderr
+    text = gitops.cli("status")
+    assert text.returncode == 0 and "web-1" in text.stdout and "Running" in text.stdout, text.stderr
+    files = gitops.cli("files")
+    assert files.returncode == 0, files.stderr
+    missing = gitops.cli("logs", "nope")
+    assert missing.returncode == 1 and "404" in missing.stderr
 
 
 def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path) -> None:
