@@ -255,7 +255,9 @@ class Reconciler:
             return self._stalled()
         self.checkout = checkout
         revision = checkout.revision
-        row = self.store.attempt(revision, self.clock())  # attempted is recorded first
+        # Attempted is recorded first; a restart that finds the applied revision adds no row.
+        resumed = self.applied is not None and self.applied["revision"] == revision and self.desired is None
+        row = None if resumed else self.store.attempt(revision, self.clock())
         try:
             desired = await asyncio.to_thread(load_desired, checkout.path)
         except SpecInvalid as exc:
@@ -263,12 +265,14 @@ class Reconciler:
             found = [replace(d, path=_relative(d.path, checkout.path)) for d in exc.diagnostics]
             message = "\n".join(map(str, found))
             diagnostics = [d.as_dict() for d in found]
-            self.store.finish(row, "Invalid", error=message, diagnostics=diagnostics)
+            if row is not None:
+                self.store.finish(row, "Invalid", error=message, diagnostics=diagnostics)
             self._fail(Condition("Invalid", message, revision, diagnostics))
             return "Invalid"
         refusal = self._refuse_empty(desired)
         if refusal:
-            self.store.finish(row, "Refused", error=refusal)
+            if row is not None:
+                self.store.finish(row, "Refused", error=refusal)
             self._fail(Condition("Refused", refusal, revision))
             return "Refused"
         if self.unapplied_row is not None:
