@@ -226,10 +226,10 @@ def _answers(url: str, model: str) -> bool:
 def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    steps = {"Pending": 1, "Scheduled": 1, "Downloading": 2, "Starting": 3, "Running": 4}
+    steps = {"Pending": 1, "Scheduled": 1, "Downloading": 1, "Starting": 2, "Running": 3}
     deadline = time.monotonic() + timeout
     with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as progress:
-        task = progress.add_task("waiting for the server", total=5)
+        task = progress.add_task("waiting for the server", total=4)
         while time.monotonic() < deadline:
             status = _status(data)
             if status is not None and status["error"]:
@@ -238,14 +238,15 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
             mains = [i for i in (status or {}).get("instances", []) if i["role"] == "main"]
             if mains:
                 instance = mains[0]
+                fraction = instance.get("progress") if instance["state"] == "Downloading" else None
                 progress.update(
                     task,
-                    completed=steps.get(instance["state"], 1),
+                    completed=steps.get(instance["state"], 1) + (fraction or 0),
                     description=f"{instance['id']}: {instance['state']} {instance['reason'][:60]}".strip(),
                 )
                 base = (status or {}).get("routerUrl") or instance["url"]
                 if instance["state"] == "Running" and _answers(str(base), instance["model"]):
-                    progress.update(task, completed=5, description=f"{instance['id']} answers")
+                    progress.update(task, completed=4, description=f"{instance['id']} answers")
                     return dict(instance)
             elif status is not None:
                 progress.update(task, description="planning (the server reads the repo and the agent)")

@@ -41,6 +41,8 @@ MAX_BACKOFF = 300.0
 class Source(Protocol):
     def fetch(self) -> Checkout: ...
 
+    def at(self, revision: str) -> Checkout: ...
+
     def describe(self) -> dict[str, str]: ...
 
 
@@ -268,12 +270,14 @@ class Reconciler:
             if row is not None:
                 self.store.finish(row, "Invalid", error=message, diagnostics=diagnostics)
             self._fail(Condition("Invalid", message, revision, diagnostics))
+            await self._resume_applied()
             return "Invalid"
         refusal = self._refuse_empty(desired)
         if refusal:
             if row is not None:
                 self.store.finish(row, "Refused", error=refusal)
             self._fail(Condition("Refused", refusal, revision))
+            await self._resume_applied()
             return "Refused"
         if self.unapplied_row is not None:
             self.store.finish(self.unapplied_row, "Superseded", error=f"superseded by {revision}")
@@ -281,6 +285,20 @@ class Reconciler:
         self.error = None
         self._event("Normal", "Fetched", f"revision/{revision[:12]}", f"{len(desired.models)} models")
         return None
+
+    async def _resume_applied(self) -> None:
+        """After a restart onto a bad head, keep reconciling the last applied revision."""
+        if self.desired is not None or self.applied is None:
+            return
+        revision = str(self.applied["revision"])
+        try:
+            checkout = await asyncio.to_thread(self.source.at, revision)
+            self.desired = await asyncio.to_thread(load_desired, checkout.path)
+        except (SourceUnavailable, SpecInvalid) as exc:
+            log.warning("cannot load the applied revision %s: %s", revision[:12], exc)
+            return
+        self.desired_revision = revision
+        self._event("Normal", "Resumed", f"revision/{revision[:12]}", "the last applied revision keeps running")
 
     def _stalled(self) -> Outcome | None:
         """A revision that stays invalid or refused keeps its outcome until a new commit."""

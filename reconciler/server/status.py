@@ -31,6 +31,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                     "state": state,
                     "reason": reason,
                     "restarts": i.restarts,
+                    "progress": i.progress,
                     "pid": i.pid,
                     "port": i.port,
                     "url": f"http://{worker.ip}:{i.port}",

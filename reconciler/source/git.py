@@ -52,6 +52,21 @@ class GitSource:
             raise SourceUnavailable(f"path {self.path!r} leaves the repository")
         return Checkout(revision, target)
 
+    def at(self, revision: str) -> Checkout:
+        """An older revision beside the branch's checkout (the last applied one, after a restart)."""
+        if not re.fullmatch(r"[0-9a-f]{7,64}", revision):
+            raise SourceUnavailable(f"{revision!r} is not a commit id")
+        target = self.dir.with_name(self.dir.name + "-applied")
+        try:
+            repo = self._repo()
+            if target.exists():
+                repo.git.worktree("remove", "--force", str(target))
+            repo.git.worktree("prune")
+            repo.git.worktree("add", "--quiet", "--detach", "--force", str(target), revision)
+        except (git.GitError, OSError) as exc:
+            raise SourceUnavailable(f"cannot check out {revision[:12]}: {_first_line(exc)}") from exc
+        return Checkout(revision, (target / self.path).resolve())
+
     def _repo(self) -> git.Repo:
         if (self.dir / ".git").is_dir():
             return git.Repo(self.dir)

@@ -36,6 +36,10 @@ class DirSource:
             raise SourceUnavailable(f"cannot read {self.root}: {exc.strerror}") from exc
         return Checkout(f"dir-{digest.hexdigest()[:12]}", self.root)
 
+    def at(self, revision: str) -> Checkout:
+        """A folder keeps no history: only its current content can be read."""
+        raise SourceUnavailable(f"{self.root} is a folder: revision {revision} is gone")
+
     async def changes(self) -> AsyncIterator[None]:
         """One item per batch of changes to a manifest under the folder."""
         async for batch in watchfiles.awatch(self.root, watch_filter=lambda _c, p: p.endswith(_SUFFIXES)):

@@ -224,6 +224,19 @@ def test_webhook_invalid_commit_empty_guard_and_restart(sim: SimulatedAgents, gi
     time.sleep(1.5)
     assert {name: len(a.puts) for name, a in sim.agents.items()} == puts  # nothing handed out again
 
+    gitops.push({"web.yaml": WEB.format(replicas="two", command="x")}, "broken again")
+    gitops.webhook(body, github(body))
+    wait_for(lambda: gitops.status()["error"], what="the second invalid revision")
+    gitops.stop()
+    gitops.start()  # onto a bad head: the applied revision is loaded and kept
+    resumed = wait_for(
+        lambda: (s := gitops.status())["error"] and s["models"] and s, what="status after a restart on a bad head"
+    )
+    assert resumed["revision"] == restored and resumed["models"][0]["desired"] == 2
+    assert resumed["error"]["reason"] == "Invalid"
+    time.sleep(1.5)
+    assert {name: len(a.puts) for name, a in sim.agents.items()} == puts
+
     history = gitops.cli("history")
     assert history.returncode == 0 and "Invalid" in history.stdout and "Refused" in history.stdout
     events = gitops.cli("events")

@@ -68,3 +68,17 @@ def test_dir_source_revision_tracks_content(tmp_path: Path) -> None:
     assert source.fetch().revision != first
     with pytest.raises(SourceUnavailable):
         DirSource(tmp_path / "missing").fetch()
+
+
+def test_an_older_revision_beside_the_branch(origin: Path, tmp_path: Path) -> None:
+    source = GitSource(f"file://{origin}", "main", "clusters/prod", tmp_path / "work")
+    first = source.fetch().revision
+    (origin / "clusters" / "prod" / "a.yaml").write_text("a: 2\n")
+    git(origin, "commit", "-qam", "two")
+    head = source.fetch()
+    old = source.at(first)
+    assert (old.path / "a.yaml").read_text() == "a: 1\n"
+    assert (head.path / "a.yaml").read_text() == "a: 2\n"
+    assert source.at(first).revision == first  # again: the old checkout is replaced
+    with pytest.raises(SourceUnavailable):
+        source.at("--orphan")
