@@ -24,7 +24,9 @@ from reconciler.errors import SourceUnavailable, SpecInvalid
 from reconciler.estimate import gather_cached
 from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
 from reconciler.plan import Facts, Plan, plan
+from reconciler.server.metrics import Metrics
 from reconciler.server.rollout import Rollout, pace
+from reconciler.server.status import build_status
 from reconciler.server.store import Assignment, Store
 from reconciler.server.workers import WorkerBook, fence
 from reconciler.source import Checkout
@@ -103,16 +105,13 @@ class Reconciler:
         *,
         on_state: OnState | None = None,
         worker_poll: float = 10.0,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        from reconciler.server.metrics import Metrics
-
         self.source = source
         self.store = store
         self.agent_token = agent_token
         self.on_state = on_state
         self.worker_poll = worker_poll
-        self.clock = clock
+        self.clock = time.time
         self.metrics = Metrics()
         self.book = WorkerBook()
         self.wake = asyncio.Event()
@@ -130,9 +129,7 @@ class Reconciler:
         self.observed = ObservedState()
         self.assigned = {k: a.worker for k, a in store.assignments().items()}
         self.last = LastPass()
-        self.passes = 0
         self.router_url: str | None = None  # where the hosted router answers, for status
-        self.pass_done = asyncio.Condition()
         if self.applied is not None:
             self.metrics.applied_at = self.applied["appliedAt"]
 
@@ -156,11 +153,6 @@ class Reconciler:
                     await asyncio.wait_for(self.wake.wait(), timeout=sleep)
             self.wake.clear()
 
-    async def wait_pass(self, after: int) -> None:
-        """Wait until more than ``after`` passes have finished (tests and benches)."""
-        async with self.pass_done:
-            await self.pass_done.wait_for(lambda: self.passes > after)
-
     def interval(self) -> float:
         return self.desired.cluster.spec.sync.interval_seconds() if self.desired else 30.0
 
@@ -176,9 +168,6 @@ class Reconciler:
         self.last = LastPass(self.clock(), duration, outcome)
         self.metrics.passes.labels(outcome).inc()
         self.metrics.duration.observe(duration)
-        async with self.pass_done:
-            self.passes += 1
-            self.pass_done.notify_all()
         return outcome
 
     # --- one pass ----------------------------------------------------------------------
@@ -362,8 +351,6 @@ class Reconciler:
     # --- status ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        from reconciler.server.status import build_status
-
         return build_status(self)
 
 
