@@ -18,6 +18,7 @@ from reconciler.source import verify
 
 log = logging.getLogger("reconciler.server")
 AGENT_TIMEOUT = httpx.Timeout(30.0, connect=3.0)
+MAX_WEBHOOK_BYTES = 25 * 1024 * 1024  # GitHub's own cap on a webhook payload
 
 
 def _token_checker(token_sha256: str):  # type: ignore[no-untyped-def]
@@ -54,8 +55,12 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
 
     @app.post("/api/webhook/git")
     async def webhook(request: Request) -> dict[str, str]:
-        body = await request.body()
-        forge = verify(request.headers, body, webhook_secret or b"")
+        received = bytearray()
+        async for chunk in request.stream():
+            received += chunk
+            if len(received) > MAX_WEBHOOK_BYTES:
+                raise HTTPException(413, f"a push event is at most {MAX_WEBHOOK_BYTES} bytes")
+        forge = verify(request.headers, bytes(received), webhook_secret or b"")
         if forge is None:
             client = request.client.host if request.client else "?"
             why = "no webhook secret is configured" if not webhook_secret else "missing or wrong signature"
