@@ -2,7 +2,7 @@
 
 from reconciler.server.loop import Outcome, Reconciler, requeue_after
 from reconciler.server.main import HostedApp, ServerConfig, run_server, serve, server_file
-from reconciler.server.rollout import Rollout, pace
+from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.store import Assignment, Store, default_url
 from reconciler.server.workers import WorkerBook, fence
 
@@ -22,4 +22,6 @@ __all__ = [
     "run_server",
     "serve",
     "server_file",
+    "surge",
+    "widen",
 ]

@@ -25,7 +25,7 @@ from reconciler.estimate import gather_cached
 from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
 from reconciler.plan import Facts, Plan, plan
 from reconciler.server.metrics import Metrics
-from reconciler.server.rollout import Rollout, pace
+from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.status import build_status
 from reconciler.server.store import Assignment, Store
 from reconciler.server.workers import WorkerBook, fence
@@ -180,6 +180,14 @@ class Reconciler:
         observed = await self._observe(desired)
         view = fence(self.book.view(self.clock()), self.assigned)
         result = await asyncio.to_thread(_plan_pass, desired, view, dict(self.assigned), self.desired_revision)
+        surging = surge(desired, result, view)
+        if surging:  # room for one more replica beside the old ones: no replica down while replaced
+            wider = await asyncio.to_thread(
+                _plan_pass, widen(desired, surging), view, dict(self.assigned), self.desired_revision
+            )
+            counts = {m.metadata.name: m.spec.replicas for m in desired.models}
+            if not any(p.model in surging and p.replica == counts[p.model] for p in wider.pending):
+                result = wider
         paced, self.rollouts = pace(result, view)
         self.plan = paced
         sets = paced.desired_sets()

@@ -1,19 +1,27 @@
-"""Rollouts one replica at a time: a pure pass over a Plan and what the agents report.
+"""Rollouts without downtime: pure passes over a Plan and what the agents report.
 
-When a model's spec changes, ``plan()`` replaces every replica at once. ``pace`` lets one
-replica change per model while the others keep their old instances (kept as they run): the
-next replica goes only once every new instance of the model is Running. A new instance in
-Error stops the rollout there; the old instances keep serving and the status says why.
+When a model's spec changes, ``plan()`` replaces every replica at once. Two steps fix that:
+
+- ``surge`` names the models in a rollout; the server plans them once more with one extra
+  replica (``widen``). Where the scheduler finds room, that surge replica starts with the
+  new spec beside the old ones and serves while each old replica is replaced; once every
+  replica runs the new spec, the plan without it deletes it. Without room the rollout
+  replaces in place, still one replica at a time.
+- ``pace`` lets one replica change per model while the others keep their old instances:
+  the next goes only once every new instance of the model is Running. A new instance in
+  Error stops the rollout there; the old instances keep serving and the status says why.
+
 Replicas that move because their worker was lost are not paced: they are not serving anyway.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from reconciler.observe import ObservedInstance, ObservedState
+from reconciler.observe import InstanceSpec, ObservedInstance, ObservedState
 from reconciler.plan import Action, Plan
+from reconciler.spec import Desired
 
 
 @dataclass(frozen=True)
@@ -50,9 +58,10 @@ def _hold(actions: list[Action], old: dict[tuple[str, str], ObservedInstance], w
     return held
 
 
-def pace(plan: Plan, observed: ObservedState) -> tuple[Plan, tuple[Rollout, ...]]:
-    """The plan with at most one replica per model changing spec; and each rollout's state."""
-    old = _old(observed)
+def _steps(
+    plan: Plan, old: dict[tuple[str, str], ObservedInstance]
+) -> tuple[dict[tuple[str, int], list[Action]], dict[str, list[tuple[int, str]]]]:
+    """The plan's actions per replica, and per model the replicas whose spec changes (with the new hash)."""
     groups: dict[tuple[str, int], list[Action]] = defaultdict(list)
     for action in plan.actions:
         groups[(action.instance.model, action.instance.replica)].append(action)
@@ -61,6 +70,41 @@ def pace(plan: Plan, observed: ObservedState) -> tuple[Plan, tuple[Rollout, ...]
         target = _is_rollout(actions, old)
         if target is not None:
             steps[model].append((replica, target))
+    return groups, steps
+
+
+def surge(desired: Desired, plan: Plan, observed: ObservedState) -> set[str]:
+    """Models to plan with one extra replica: those in a rollout, and those whose surge
+    replica still runs while a new instance is not yet Running."""
+    old = _old(observed)
+    _, steps = _steps(plan, old)
+    models = set(steps)
+    for model in desired.models:
+        name, count = model.metadata.name, model.spec.replicas
+        mains = [i for i in old.values() if i.model == name and i.role == "main"]
+        surging = any(i.replica == count for i in mains)
+        if surging and any(i.replica < count and i.state != "Running" for i in mains):
+            models.add(name)
+    return models
+
+
+def widen(desired: Desired, models: set[str]) -> Desired:
+    """The desired state with one more replica for each of ``models``."""
+    return replace(
+        desired,
+        models=tuple(
+            m.model_copy(update={"spec": m.spec.model_copy(update={"replicas": m.spec.replicas + 1})})
+            if m.metadata.name in models
+            else m
+            for m in desired.models
+        ),
+    )
+
+
+def pace(plan: Plan, observed: ObservedState) -> tuple[Plan, tuple[Rollout, ...]]:
+    """The plan with at most one replica per model changing spec; and each rollout's state."""
+    old = _old(observed)
+    groups, steps = _steps(plan, old)
     if not steps:
         return plan, ()
     out: list[Action] = []
@@ -74,14 +118,24 @@ def pace(plan: Plan, observed: ObservedState) -> tuple[Plan, tuple[Rollout, ...]
             key=lambda i: i.id,
         )
         failed = [i for i in fresh if i.state == "Error"]
-        waiting = [i for i in fresh if i.state != "Running"]
+        waiting: list[InstanceSpec] = [i for i in fresh if i.state != "Running"]
+        stepping = {r for r, _ in replicas}
+        # A new replica of this model created now (the surge) must run before any old one goes.
+        waiting += [
+            a.instance
+            for (m, r), actions in groups.items()
+            if m == model and r not in stepping
+            for a in actions
+            if a.action == "create" and a.instance.role == "main" and (a.worker, a.instance.id) not in old
+        ]
         order = sorted(r for r, _ in replicas)
         if failed:
             why = f"rollout stopped: new instance {failed[0].id} is in Error: {failed[0].message or 'no message'}"
             rollouts.append(Rollout(model, "Stalled", f"{why}; the old instances keep serving"))
             held.update({(model, r): why for r in order})
         elif waiting:
-            why = f"rollout waits for {waiting[0].id} to be Running ({waiting[0].state})"
+            state = waiting[0].state if isinstance(waiting[0], ObservedInstance) else "being created"
+            why = f"rollout waits for {waiting[0].id} to be Running ({state})"
             rollouts.append(Rollout(model, "Progressing", f"{why}; {len(order)} replicas to go"))
             held.update({(model, r): why for r in order})
         else:

@@ -340,13 +340,16 @@ def test_spec_change_replaces_replicas_one_at_a_time(agent: str, gitops: GitOps)
         now = running()
         seen.append(now)
         assert now, "no replica Running during the rollout"
-        if len(now) == 2 and not set(now.values()) & set(old.values()):
+        if set(now) == {"web-0", "web-1"} and not set(now.values()) & set(old.values()):
             break
         time.sleep(0.1)
     else:
         raise AssertionError(f"the rollout did not finish: {seen[-1]}")
-    # One at a time: some snapshot had one new and one old replica both Running.
+    # One at a time: some snapshot had new and old replicas both Running; and a surge
+    # replica (web-2) served while the two were replaced, gone once the rollout ended.
     assert any(set(s.values()) & set(old.values()) and set(s.values()) - set(old.values()) for s in seen)
+    assert any("web-2" in s for s in seen)
+    assert all(len(s) >= 2 for s in seen[seen.index(next(s for s in seen if "web-2" in s)) :])
     logs = gitops.cli("logs", "web-0", "--tail", "5")
     assert logs.returncode == 0, logs.stderr
     text = gitops.cli("status")

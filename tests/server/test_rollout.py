@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from reconciler.observe import ObservedInstance, ObservedState
 from reconciler.plan import Plan
-from reconciler.server import pace
+from reconciler.server import pace, surge, widen
 from tests.plan.helpers import apply, desired, run, worker
 
 CLUSTER = """
@@ -97,3 +97,29 @@ def test_kept_instances_keep_their_old_spec_in_the_sets() -> None:
     argv = {s.id: s.argv for specs in sets.values() for s in specs}
     assert "--new" in argv["web-0"] and "--old" in argv["web-1"]
     assert all(not isinstance(s, ObservedInstance) for specs in sets.values() for s in specs)
+
+
+def test_a_surge_replica_serves_while_each_old_one_is_replaced() -> None:
+    observed = converged(2, "--old")
+    d = desired(web(2, "--new"), CLUSTER)
+    assert surge(d, run(d, observed), observed) == {"web"}
+    paced, rollouts = pace(run(widen(d, {"web"}), observed), observed)
+    assert changing(paced) == [("create", "web-2")]  # the surge first, nothing replaced yet
+    assert "web-2" in rollouts[0].message
+    step = apply(paced, observed)  # every instance reported Running
+    for replaced in ("web-0", "web-1"):
+        assert surge(d, run(d, step), step) == {"web"}
+        paced, _ = pace(run(widen(d, {"web"}), step), step)
+        assert changing(paced) == [("replace", replaced)]
+        step = apply(paced, step)
+    assert surge(d, run(d, step), step) == set()
+    assert changing(run(d, step)) == [("delete", "web-2")]  # the rollout is over: the surge goes
+
+
+def test_the_surge_stays_until_the_last_new_replica_runs() -> None:
+    observed = converged(1, "--old")
+    d = desired(web(1, "--new"), CLUSTER)
+    step = apply(pace(run(widen(d, {"web"}), observed), observed)[0], observed)
+    step = with_state(apply(pace(run(widen(d, {"web"}), step), step)[0], step), "web-0", "Starting")
+    assert surge(d, run(d, step), step) == {"web"}
+    assert changing(pace(run(widen(d, {"web"}), step), step)[0]) == []
