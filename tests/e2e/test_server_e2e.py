@@ -206,6 +206,13 @@ def test_webhook_invalid_commit_empty_guard_and_restart(sim: SimulatedAgents, gi
     body = b'{"ref": "refs/heads/main"}'
     gitops.webhook(body, {"X-Gitea-Signature": hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()})
     wait_for(lambda: gitops.status()["revision"] == fixed and not gitops.status()["error"], what="the fix")
+    wait_for(
+        lambda: (
+            sorted(i for v in ids(sim).values() for i in v) == ["web-0", "web-1"]
+            and gitops.status()["models"][0]["rollout"] is None
+        ),
+        what="the fix rolled out (its surge replica gone)",
+    )
 
     gitops.push({"web.yaml": None}, "delete every model")
     gitops.webhook(body, github(body))
