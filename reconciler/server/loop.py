@@ -16,7 +16,9 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -105,12 +107,16 @@ class Reconciler:
         *,
         on_state: OnState | None = None,
         worker_poll: float = 10.0,
+        planner: Executor | None = None,
     ) -> None:
+        """``planner``: where plans are computed; a process keeps a large plan from starving the
+        event loop of the GIL (a thread gets it back only every few hundred ms at 5,000 replicas)."""
         self.source = source
         self.store = store
         self.agent_token = agent_token
         self.on_state = on_state
         self.worker_poll = worker_poll
+        self.planner = planner
         self.clock = time.time
         self.metrics = Metrics()
         self.book = WorkerBook()
@@ -179,12 +185,10 @@ class Reconciler:
         desired = self.desired
         observed = await self._observe(desired)
         view = fence(self.book.view(self.clock()), self.assigned)
-        result = await asyncio.to_thread(_plan_pass, desired, view, dict(self.assigned), self.desired_revision)
+        result = await self.compute_plan(desired, view)
         surging = surge(desired, result, view)
         if surging:  # room for one more replica beside the old ones: no replica down while replaced
-            wider = await asyncio.to_thread(
-                _plan_pass, widen(desired, surging), view, dict(self.assigned), self.desired_revision
-            )
+            wider = await self.compute_plan(widen(desired, surging), view)
             counts = {m.metadata.name: m.spec.replicas for m in desired.models}
             if not any(p.model in surging and p.replica == counts[p.model] for p in wider.pending):
                 result = wider
@@ -230,6 +234,14 @@ class Reconciler:
         if drift or starting or any(r.state == "Progressing" for r in self.rollouts):
             return "Progressing"
         return outcome
+
+    async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
+        """Plan off the event loop: in the planner process when there is one, else a thread."""
+        # The YAML nodes kept for error locations are not needed to plan, nor worth pickling.
+        call = partial(_plan_pass, replace(desired, locations={}), view, dict(self.assigned), self.desired_revision)
+        if self.planner is None:
+            return await asyncio.to_thread(call)
+        return await asyncio.get_running_loop().run_in_executor(self.planner, call)
 
     async def _source_phase(self) -> Outcome | None:
         """Fetch when due; load a new revision. Returns a terminal outcome, or None to go on."""

@@ -1,5 +1,5 @@
 """Run the server: the reconcile loop, its API, and (the router's hook) one more ASGI app,
-all in one event loop. Planning runs in a worker thread, so neither API stalls on it.
+all in one event loop. Planning runs in a separate process, so neither API stalls on it.
 """
 
 from __future__ import annotations
@@ -8,9 +8,11 @@ import asyncio
 import contextlib
 import json
 import logging
+import multiprocessing
 import os
 import signal
 from collections.abc import Generator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -82,7 +84,10 @@ async def serve(
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_sha256, token_path = read_or_create_token(None, data)
     store = Store(config.store_url or default_url(data))
-    rec = Reconciler(source, store, config.agent_token, on_state=on_state, worker_poll=config.worker_poll)
+    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    rec = Reconciler(
+        source, store, config.agent_token, on_state=on_state, worker_poll=config.worker_poll, planner=planner
+    )
     if router is not None:
         rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
     app = create_app(rec, token_sha256, config.webhook_secret)
@@ -103,6 +108,7 @@ async def serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         _forget(config.data_dir)
+        planner.shutdown(cancel_futures=True)
         store.close()
 
 
