@@ -14,13 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The quickstart: a local agent serving Gemma 3 270M on CPU with llama.cpp.
+# The quickstart (reconcile up): a git repo, the server and a local agent serving Gemma 3 270M on CPU.
 run: install
 	scripts/install-llama-cpp
 	scripts/fetch-gemma
 	scripts/quickstart
 
-# Stop the quickstart's instances and its agent.
+# Stop the quickstart (reconcile down): server, instances, agent.
 stop:
 	scripts/stop-quickstart
 
@@ -37,6 +37,7 @@ bench: install
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/gemma_estimate.py
 	$(BIN)/python bench/hostile_input.py
+	$(BIN)/python bench/converge.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -2,4 +2,6 @@
 
 from reconciler.cli import run
 
-run()
+# Guarded: the server's planner process (multiprocessing's spawn) imports this module again.
+if __name__ == "__main__":
+    run()

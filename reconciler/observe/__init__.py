@@ -1,6 +1,6 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
-from reconciler.observe.client import ApplyResult, observe_agents, put_instances
+from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -38,5 +38,6 @@ __all__ = [
     "Worker",
     "load_snapshot",
     "observe_agents",
+    "probe_health",
     "put_instances",
 ]

@@ -40,6 +40,24 @@ def observe_agents(agents: Sequence[Agent], token: str | None, timeout: httpx.Ti
     return ObservedState.of(asyncio.run(_all(agents, token, timeout)))
 
 
+async def _healthy(client: httpx.AsyncClient, agent: Agent) -> bool:
+    try:
+        return (await client.get(f"{agent.url.rstrip('/')}/healthz")).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _health_all(agents: Sequence[Agent], timeout: httpx.Timeout) -> dict[str, bool]:
+    async with httpx.AsyncClient(timeout=timeout) as client:
+        answers = await asyncio.gather(*(_healthy(client, agent) for agent in agents))
+    return {agent.name: ok for agent, ok in zip(agents, answers, strict=True)}
+
+
+def probe_health(agents: Sequence[Agent], timeout: httpx.Timeout = STATE_TIMEOUT) -> dict[str, bool]:
+    """Whether each agent's /healthz answers (no token needed): tells NotReady from Unreachable."""
+    return asyncio.run(_health_all(agents, timeout))
+
+
 @dataclass(frozen=True)
 class ApplyResult:
     agent: str

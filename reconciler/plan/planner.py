@@ -32,7 +32,8 @@ class Facts:
 def model_hash(ctx: ModelContext) -> str:
     """Hash of every input that shapes a model's instances; unchanged hash -> keep them."""
     body = {
-        "spec": ctx.model.spec.model_dump(mode="json", by_alias=True),
+        # The replica count shapes no instance: scaling must not restart the running ones.
+        "spec": ctx.model.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
         "backend": ctx.backend,
         "category": ctx.category,
         "context": ctx.context,

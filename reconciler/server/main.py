@@ -1,0 +1,149 @@
+"""Run the server: the reconcile loop, its API, and (the router's hook) one more ASGI app,
+all in one event loop. Planning runs in a separate process, so neither API stalls on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import os
+import signal
+from collections.abc import Generator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from reconciler.agent import read_or_create_token
+from reconciler.server.api import create_app
+from reconciler.server.loop import OnState, Reconciler, Source
+from reconciler.server.store import Store, default_url
+from reconciler.source import DirSource
+
+log = logging.getLogger("reconciler.server")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    data_dir: Path
+    host: str = "0.0.0.0"
+    port: int = 10160
+    store_url: str | None = None
+    webhook_secret: bytes | None = None
+    agent_token: str | None = None
+    worker_poll: float = 10.0
+
+
+@dataclass(frozen=True)
+class HostedApp:
+    """An extra ASGI app served by the same process and loop (the router)."""
+
+    app: Any
+    port: int
+    host: str = "0.0.0.0"
+
+
+class _Main(uvicorn.Server):
+    """Stops on SIGINT/SIGTERM without re-raising the signal afterwards, so clean-up runs."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        previous = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+
+class _Guest(uvicorn.Server):
+    """A second uvicorn server: the first one owns the signal handlers and the shutdown."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+def _client_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+
+
+def server_file(data_dir: Path) -> Path:
+    return data_dir / "server.json"
+
+
+async def serve(
+    config: ServerConfig, source: Source, *, on_state: OnState | None = None, router: HostedApp | None = None
+) -> None:
+    data = config.data_dir
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)
+    token_sha256, token_path = read_or_create_token(None, data)
+    store = Store(config.store_url or default_url(data))
+    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    rec = Reconciler(
+        source, store, config.agent_token, on_state=on_state, worker_poll=config.worker_poll, planner=planner
+    )
+    if router is not None:
+        rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
+    app = create_app(rec, token_sha256, config.webhook_secret)
+    main = _Main(uvicorn.Config(app, host=config.host, port=config.port, access_log=False))
+    guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port)) if router else None
+    tasks = [asyncio.create_task(rec.run(), name="reconcile")]
+    if isinstance(source, DirSource):
+        tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
+    guest_task = asyncio.create_task(guest.serve()) if guest else None
+    tasks.append(asyncio.create_task(_announce(main, config, rec.router_url, token_path), name="announce"))
+    try:
+        await main.serve()
+    finally:
+        if guest is not None and guest_task is not None:
+            guest.should_exit = True
+            await guest_task
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        _forget(config.data_dir)
+        planner.shutdown(cancel_futures=True)
+        store.close()
+
+
+async def _follow(source: DirSource, rec: Reconciler) -> None:
+    async for _ in source.changes():
+        rec.trigger()
+
+
+async def _announce(main: uvicorn.Server, config: ServerConfig, router_url: str | None, token_path: Path) -> None:
+    """Write <data-dir>/server.json once the API listens: how client commands find it."""
+    while not main.started:
+        await asyncio.sleep(0.05)
+    body = {
+        "url": f"http://{_client_host(config.host)}:{config.port}",
+        "routerUrl": router_url,
+        "pid": os.getpid(),
+        "tokenFile": str(token_path),
+    }
+    path = server_file(config.data_dir)
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(body) + "\n", encoding="utf-8")
+    temporary.replace(path)
+    log.info("server listening on %s; token in %s", body["url"], token_path)
+
+
+def _forget(data_dir: Path) -> None:
+    path = server_file(data_dir)
+    with contextlib.suppress(OSError, ValueError):
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+
+
+def run_server(
+    config: ServerConfig, source: Source, *, on_state: OnState | None = None, router: HostedApp | None = None
+) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call every poll is noise
+    asyncio.run(serve(config, source, on_state=on_state, router=router))
