@@ -74,6 +74,12 @@ def serve_command(
         Path | None, typer.Option("--agent-token-file", help="Token of the agents [default: $RECONCILER_TOKEN].")
     ] = None,
     worker_poll: Annotated[float, typer.Option("--worker-poll", help="Seconds between polls of the agents.")] = 10.0,
+    router_port: Annotated[
+        int, typer.Option("--router-port", help="Port of the OpenAI-compatible router (0: no router).")
+    ] = 10170,
+    router_host: Annotated[
+        str, typer.Option("--router-host", help="Address of the router (loopback unless API keys are configured).")
+    ] = "127.0.0.1",
 ) -> None:
     """Run the GitOps server: follow a git branch (or a folder), converge the agents, serve status.
 
@@ -103,8 +109,32 @@ def serve_command(
         agent_token=read_token(agent_token_file),
         worker_poll=worker_poll,
     )
+    hosted, on_state = None, None
+    if router_port:
+        from datetime import date
+
+        from reconciler.router import build_table, create_router_app
+        from reconciler.server import HostedApp
+        from reconciler.server.store import Store, default_url
+
+        store = Store(store_url or default_url(data))
+
+        class StoreUsage:
+            """The router meters by date; the store keeps the day as ISO text."""
+
+            def add_usage(
+                self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int
+            ) -> None:
+                store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
+
+        app, update_table = create_router_app(usage=StoreUsage())
+        hosted = HostedApp(app, router_port, router_host)
+
+        def on_state(desired: Any, observed: Any) -> None:
+            update_table(build_table(desired, observed))
+
     try:
-        run_server(config, source)
+        run_server(config, source, on_state=on_state, router=hosted)
     except SourceUnavailable as exc:
         raise _die(str(exc)) from exc
 
