@@ -182,6 +182,8 @@ def up_command(
                 str(port),
                 "--agent-token-file",
                 str(token_path),
+                "--router-port",
+                "10170",
             ],
             data / "server.log",
         )

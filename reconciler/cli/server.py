@@ -75,8 +75,8 @@ def serve_command(
     ] = None,
     worker_poll: Annotated[float, typer.Option("--worker-poll", help="Seconds between polls of the agents.")] = 10.0,
     router_port: Annotated[
-        int, typer.Option("--router-port", help="Port of the OpenAI-compatible router (0: no router).")
-    ] = 10170,
+        int, typer.Option("--router-port", help="Port of the OpenAI-compatible router (0: no router; up uses 10170).")
+    ] = 0,
     router_host: Annotated[
         str, typer.Option("--router-host", help="Address of the router (loopback unless API keys are configured).")
     ] = "127.0.0.1",
