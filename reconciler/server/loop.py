@@ -40,6 +40,7 @@ Outcome = Literal["Applied", "UpToDate", "Progressing", "Invalid", "Refused", "S
 OnState = Callable[[Desired, ObservedState], None]
 PROGRESS_POLL = 2.0  # while instances start or a rollout steps, look again soon
 MAX_BACKOFF = 300.0
+MOVE_MARGIN = 0.1  # plan() moves replicas once a worker is lost for more than the grace period
 
 
 class Source(Protocol):
@@ -153,11 +154,19 @@ class Reconciler:
             delay = requeue_after(outcome, interval, self.failures, random.random())
             if outcome == "SourceUnavailable":
                 self.next_fetch = self.clock() + delay
-            sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock()))
+            sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock(), self.until_move()))
             if not self.wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=sleep)
             self.wake.clear()
+
+    def until_move(self) -> float:
+        """A lost worker's grace period ending is a deadline: the pass that moves its replicas
+        must run then, even though nothing else changed (just after it, as plan() wants more)."""
+        if self.desired is None:
+            return float("inf")
+        wait = self.book.next_move(self.desired.cluster.spec.reschedule.grace_period_seconds, self.clock())
+        return float("inf") if wait is None else wait + MOVE_MARGIN
 
     def interval(self) -> float:
         return self.desired.cluster.spec.sync.interval_seconds() if self.desired else 30.0
@@ -213,6 +222,7 @@ class Reconciler:
                 return "AgentUnavailable"
             self.metrics.applied(paced)
             outcome = "Applied"
+        self._record_moves(paced, view)
         self._remember_assignments(sets)
         if self.unapplied_row is not None:
             now = self.clock()
@@ -343,11 +353,24 @@ class Reconciler:
             (i.state for w in view.workers for i in w.instances),
             (r.state for r in self.book.records.values()),
         )
-        if self.on_state is not None:
-            self.on_state(desired, observed)
+        if self.on_state is not None:  # the router never sees a returned worker's stale copies
+            self.on_state(desired, fence(observed, self.assigned))
         return observed
 
     # --- bookkeeping -------------------------------------------------------------------
+
+    def _record_moves(self, applied: Plan, view: ObservedState) -> None:
+        """One event per replica that changes worker (its worker was lost) or port (it was taken)."""
+        ports = {(w.name, i.id): i.port for w in view.workers for i in w.instances}
+        for action in applied.actions:
+            spec, worker = action.instance, action.worker
+            before = self.assigned.get(spec.id)
+            if action.action == "create" and before is not None and before != worker:
+                self._event("Normal", "Moved", f"instance/{spec.id}", f"{before} -> {worker}: {action.reason}")
+            old_port = ports.get((worker, spec.id))
+            if action.action == "replace" and old_port not in (None, spec.port):
+                message = f"port {old_port} -> {spec.port} on {worker}: {action.reason}"
+                self._event("Normal", "Moved", f"instance/{spec.id}", message)
 
     def _remember_assignments(self, sets: dict[str, list[InstanceSpec]]) -> None:
         current = {
