@@ -13,11 +13,17 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
     view = rec.book.view(now)
     desired = rec.desired
     pending = rec.plan.pending if rec.plan else ()
+    grace = desired.cluster.spec.reschedule.grace_period_seconds if desired else 300
     instances = []
     for worker in view.workers:
+        moves_in = rec.book.moves_in(worker.name, grace, now)
         for i in worker.instances:
             if rec.assigned.get(i.id, worker.name) != worker.name:
                 state, reason = "Stopping", f"stale copy: {i.id} now runs on {rec.assigned[i.id]}"
+            elif moves_in is not None:  # the countdown to re-placement
+                lost = rec.book.lost_seconds(worker.name, now)
+                when = f"moves in {moves_in:.0f} s" if moves_in > 0 else "moving (grace period over)"
+                state, reason = i.state, f"worker {worker.name} lost {lost:.0f} s ago; {when}"
             else:
                 state, reason = i.state, i.message
             instances.append(
@@ -66,6 +72,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                 "url": record.url,
                 "state": record.state,
                 "lostSeconds": round(rec.book.lost_seconds(name, now), 1),
+                "movesInSeconds": _rounded(rec.book.moves_in(name, grace, now)),
                 "memoryTotal": last.memory_total if last else None,
                 "memoryFree": last.memory_total - last.memory_used if last else None,
                 "gpus": [
@@ -93,3 +100,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
         "instances": instances,
         "workers": workers,
     }
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)
