@@ -366,7 +366,8 @@ class Reconciler:
             spec, worker = action.instance, action.worker
             before = self.assigned.get(spec.id)
             if action.action == "create" and before is not None and before != worker:
-                self._event("Normal", "Moved", f"instance/{spec.id}", f"{before} -> {worker}: {action.reason}")
+                why = action.reason.removeprefix(f"moved from {before}: ")
+                self._event("Normal", "Moved", f"instance/{spec.id}", f"{before} -> {worker}: {why}")
             old_port = ports.get((worker, spec.id))
             if action.action == "replace" and old_port not in (None, spec.port):
                 message = f"port {old_port} -> {spec.port} on {worker}: {action.reason}"
