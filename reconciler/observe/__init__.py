@@ -17,6 +17,7 @@ from reconciler.observe.state import (
     ObservedInstance,
     ResourceClaim,
     Worker,
+    port_span,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "Worker",
     "load_snapshot",
     "observe_agents",
+    "port_span",
     "probe_health",
     "put_instances",
 ]
