@@ -5,18 +5,9 @@ from __future__ import annotations
 from reconciler.observe import ModelFile, ObservedState
 from reconciler.server import WorkerBook, fence
 from tests.plan.helpers import apply, desired, run, worker
+from tests.server.test_rollout import web
 from tests.server.test_workers import instance, lost, report
 
-WEB = """
-apiVersion: reconciler/v1
-kind: Model
-metadata: {name: web}
-spec:
-  source: {localPath: /bin/sh}
-  backend: custom
-  replicas: 1
-  custom: {command: "srv {{ port }}", healthPath: /}
-"""
 CLUSTER = """
 apiVersion: reconciler/v1
 kind: Cluster
@@ -47,7 +38,7 @@ def test_a_lost_worker_without_instances_sets_no_deadline() -> None:
 
 def test_a_localpath_replica_leaves_a_lost_worker_that_last_reported_the_file() -> None:
     """Agents list a local path only while an instance names it: only the lost worker did."""
-    d = desired(WEB, CLUSTER)
+    d = desired(web(1, ""), CLUSTER)
     start = ObservedState.of([worker("a"), worker("b", ip="10.9.9.9")])
     placed = apply(run(d, start), start)
     home = next(w for w in placed.workers if w.instances)
