@@ -31,15 +31,15 @@ def port_taken(worker: Worker, instance: ObservedInstance) -> str | None:
 
 def range_overlaps(workers: Mapping[str, Worker]) -> dict[str, str]:
     """Per worker whose own port range overlaps another's on its IP: the reason, naming both."""
-    by_ip: dict[str, list[Worker]] = defaultdict(list)
+    by_ip: dict[str, list[tuple[Worker, range]]] = defaultdict(list)
     for name in sorted(workers):
-        if workers[name].port_range is not None:
-            by_ip[workers[name].ip].append(workers[name])
+        worker = workers[name]
+        if worker.port_range is not None:
+            by_ip[worker.ip].append((worker, port_span(worker.port_range)))
     found: dict[str, str] = {}
     for ip, sharing in by_ip.items():
-        for index, first in enumerate(sharing):
-            for second in sharing[index + 1 :]:
-                one, other = port_span(first.port_range or ""), port_span(second.port_range or "")
+        for index, (first, one) in enumerate(sharing):
+            for second, other in sharing[index + 1 :]:
                 if one.start < other.stop and other.start < one.stop:
                     why = (
                         f"port range {first.port_range} of worker {first.name} overlaps {second.port_range} "
