@@ -161,8 +161,9 @@ class Reconciler:
             self.wake.clear()
 
     def until_move(self) -> float:
-        """A lost worker's grace period ending is a deadline: the pass that moves its replicas
-        must run then, even though nothing else changed (just after it, as plan() wants more)."""
+        """Seconds until a lost worker's grace period ends: a deadline. The pass that moves its
+        replicas must run then, though neither git nor any agent changed (a moment after it:
+        plan() moves them once the grace period is exceeded)."""
         if self.desired is None:
             return float("inf")
         wait = self.book.next_move(self.desired.cluster.spec.reschedule.grace_period_seconds, self.clock())
