@@ -1,5 +1,6 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
+from reconciler.observe.apply import Applied, Put, apply_sets, instances_key
 from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
@@ -24,6 +25,7 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_BYTES",
     "MIB",
+    "Applied",
     "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
@@ -34,8 +36,11 @@ __all__ = [
     "ModelFileRef",
     "ObservedInstance",
     "ObservedState",
+    "Put",
     "ResourceClaim",
     "Worker",
+    "apply_sets",
+    "instances_key",
     "load_snapshot",
     "observe_agents",
     "probe_health",

@@ -1,7 +1,7 @@
 """The reconcile loop, Flux-shaped and level-triggered.
 
 One pass: fetch the source when due (a new revision is recorded as attempted first, then
-loaded and validated); observe every agent; plan off the event loop; pace rollouts; apply
+loaded and validated); observe every agent; plan the next step off the event loop; apply
 to the agents whose set differs; record the revision as applied only when that succeeded.
 Each outcome has its requeue rule (``requeue_after``). An invalid or refused revision is
 never applied and never retried: the last good one keeps being reconciled until a new
@@ -25,9 +25,8 @@ from typing import Any, Literal, Protocol
 from reconciler.errors import SourceUnavailable, SpecInvalid
 from reconciler.estimate import gather_cached
 from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
-from reconciler.plan import Facts, Plan, plan
+from reconciler.plan import Facts, Plan, Rollout, step
 from reconciler.server.metrics import Metrics
-from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.status import build_status
 from reconciler.server.store import Assignment, Store
 from reconciler.server.workers import WorkerBook, fence
@@ -91,7 +90,7 @@ class Condition:
 
 def _plan_pass(desired: Desired, view: ObservedState, assigned: dict[str, str], revision: str) -> Plan:
     found, failed = gather_cached(desired.models, view, [], desired.cluster.spec.huggingface.endpoint)
-    return plan(desired, view, assigned, Facts(found, failed), revision)
+    return step(desired, view, assigned, Facts(found, failed), revision)
 
 
 def _instances_key(specs: Sequence[InstanceSpec]) -> list[tuple[str, str]]:
@@ -185,15 +184,8 @@ class Reconciler:
         desired = self.desired
         observed = await self._observe(desired)
         view = fence(self.book.view(self.clock()), self.assigned)
-        result = await self.compute_plan(desired, view)
-        surging = surge(desired, result, view)
-        if surging:  # room for one more replica beside the old ones: no replica down while replaced
-            wider = await self.compute_plan(widen(desired, surging), view)
-            counts = {m.metadata.name: m.spec.replicas for m in desired.models}
-            if not any(p.model in surging and p.replica == counts[p.model] for p in wider.pending):
-                result = wider
-        paced, self.rollouts = pace(result, view)
-        self.plan = paced
+        paced = await self.compute_plan(desired, view)  # the next step of every rollout (plan.step)
+        self.plan, self.rollouts = paced, paced.rollouts
         sets = paced.desired_sets()
         ready = self.book.ready()
         running = {w.name: _instances_key(w.instances) for w in observed.workers}
@@ -236,7 +228,7 @@ class Reconciler:
         return outcome
 
     async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
-        """Plan off the event loop: in the planner process when there is one, else a thread."""
+        """The next step, planned off the event loop: in the planner process when there is one, else a thread."""
         # The YAML nodes kept for error locations are not needed to plan, nor worth pickling.
         call = partial(_plan_pass, replace(desired, locations={}), view, dict(self.assigned), self.desired_revision)
         if self.planner is None:
