@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from reconciler.cli import app
-from reconciler.cli._common import collect_facts, fail, read_token
+from reconciler.cli._common import AGENT_HELP, collect_facts, fail, observe_named, read_token
 from reconciler.errors import SpecInvalid
 
 if TYPE_CHECKING:
@@ -120,19 +120,22 @@ def observe_command(
     path: Annotated[Path, typer.Argument(help="The desired-state folder whose Cluster lists the agents.")] = Path("."),
     output: Annotated[SnapshotOutput, typer.Option("--output", "-o", help="yaml or json.")] = SnapshotOutput.yaml,
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+    agent: Annotated[list[str] | None, typer.Option("--agent", help=AGENT_HELP)] = None,
 ) -> None:
-    """Print what every agent reports, as a snapshot for `reconcile plan --observed`."""
+    """Print what every agent reports, as a snapshot for `reconcile plan --observed`.
+
+    The token goes only to agent URLs that --agent or RECONCILER_AGENTS names too.
+    """
     from ruamel.yaml import YAML
 
     from reconciler.errors import SpecInvalid
-    from reconciler.observe import observe_agents
     from reconciler.spec import load_desired
 
     try:
         desired = load_desired(path)
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    state = observe_agents(desired.cluster.spec.agents, read_token(token_file))
+    state = observe_named(desired.cluster.spec.agents, read_token(token_file), agent or [])
     body = [w.model_dump(mode="json", by_alias=True) for w in state.workers]
     if output is SnapshotOutput.json:
         typer.echo(json.dumps(body, indent=2))

@@ -7,6 +7,7 @@ stop the others.
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -18,15 +19,28 @@ from reconciler.observe.state import InstanceSpec, Worker
 from reconciler.spec import Agent
 
 STATE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
+STATE_DEADLINE = 10.0  # seconds for one state answer, connect to last byte: a trickling host is Unreachable
+MAX_STATE_BYTES = 64 * 1024 * 1024
+
+
+async def _read_capped(client: httpx.AsyncClient, url: str, headers: dict[str, str]) -> bytes:
+    async with client.stream("GET", url, headers=headers) as response:
+        response.raise_for_status()
+        body = bytearray()
+        async for chunk in response.aiter_bytes():
+            body += chunk
+            if len(body) > MAX_STATE_BYTES:
+                raise ValueError(f"a state answer over {MAX_STATE_BYTES} bytes")
+        return bytes(body)
 
 
 async def _one(client: httpx.AsyncClient, agent: Agent, token: str | None) -> Worker:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
-        response = await client.get(f"{agent.url.rstrip('/')}/v1/state", headers=headers)
-        response.raise_for_status()
-        worker = Worker.model_validate(response.json())
-    except (httpx.HTTPError, ValueError, ValidationError):
+        url = f"{agent.url.rstrip('/')}/v1/state"
+        body = await asyncio.wait_for(_read_capped(client, url, headers), STATE_DEADLINE)
+        worker = Worker.model_validate(json.loads(body))
+    except (httpx.HTTPError, ValueError, ValidationError, TimeoutError, RecursionError):
         return Worker(name=agent.name, url=agent.url, state="Unreachable", memory_total=0)
     return worker.model_copy(update={"name": agent.name, "url": agent.url})
 

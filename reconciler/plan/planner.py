@@ -13,20 +13,13 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.estimate.metadata import ModelMetadata, source_key
+from reconciler.estimate.facts import Facts
+from reconciler.estimate.metadata import source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
 from reconciler.plan.model import Action, Layout, PendingReplica, Plan
 from reconciler.render import render_helper, render_main
 from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What was read about the models' files at the edge (see ``estimate.gather``)."""
-
-    metadata: Mapping[str, ModelMetadata] = field(default_factory=dict)
-    errors: Mapping[str, str] = field(default_factory=dict)
 
 
 def model_hash(ctx: ModelContext) -> str:

@@ -22,9 +22,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
+from reconciler.estimate import Facts
 from reconciler.observe import ObservedInstance, ObservedState
 from reconciler.plan.model import Action, Plan, Rollout
-from reconciler.plan.planner import Facts, plan
+from reconciler.plan.planner import plan
 from reconciler.spec import Desired, Model
 
 _Old = dict[tuple[str, str], ObservedInstance]

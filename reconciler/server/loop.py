@@ -23,9 +23,9 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from reconciler.errors import SourceUnavailable, SpecInvalid
-from reconciler.estimate import gather_cached
+from reconciler.estimate import FactBook, cache_file
 from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
-from reconciler.plan import Facts, Plan, Rollout, step
+from reconciler.plan import Plan, Rollout, step
 from reconciler.server.metrics import Metrics
 from reconciler.server.status import build_status
 from reconciler.server.store import Assignment, Store
@@ -88,11 +88,6 @@ class Condition:
         }
 
 
-def _plan_pass(desired: Desired, view: ObservedState, assigned: dict[str, str], revision: str) -> Plan:
-    found, failed = gather_cached(desired.models, view, [], desired.cluster.spec.huggingface.endpoint)
-    return step(desired, view, assigned, Facts(found, failed), revision)
-
-
 def _instances_key(specs: Sequence[InstanceSpec]) -> list[tuple[str, str]]:
     return sorted((s.id, s.spec_hash) for s in specs)
 
@@ -116,6 +111,7 @@ class Reconciler:
         self.on_state = on_state
         self.worker_poll = worker_poll
         self.planner = planner
+        self.facts = FactBook(disk=cache_file())  # read here, once per change; the planner gets data
         self.clock = time.time
         self.metrics = Metrics()
         self.book = WorkerBook()
@@ -229,8 +225,10 @@ class Reconciler:
 
     async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
         """The next step, planned off the event loop: in the planner process when there is one, else a thread."""
+        endpoint = desired.cluster.spec.huggingface.endpoint
+        facts = await asyncio.to_thread(self.facts.gather, desired.models, view, endpoint)
         # The YAML nodes kept for error locations are not needed to plan, nor worth pickling.
-        call = partial(_plan_pass, replace(desired, locations={}), view, dict(self.assigned), self.desired_revision)
+        call = partial(step, replace(desired, locations={}), view, dict(self.assigned), facts, self.desired_revision)
         if self.planner is None:
             return await asyncio.to_thread(call)
         return await asyncio.get_running_loop().run_in_executor(self.planner, call)
