@@ -1,6 +1,6 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
-from reconciler.observe.apply import Applied, Put, apply_sets, instances_key
+from reconciler.observe.apply import Applied, Put, Sets, apply_sets, instances_key
 from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
@@ -38,6 +38,7 @@ __all__ = [
     "ObservedState",
     "Put",
     "ResourceClaim",
+    "Sets",
     "Worker",
     "apply_sets",
     "instances_key",

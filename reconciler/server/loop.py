@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -24,7 +24,16 @@ from typing import Any, Literal, Protocol
 
 from reconciler.errors import SourceUnavailable, SpecInvalid
 from reconciler.estimate import FactBook, cache_file
-from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
+from reconciler.observe import (
+    ApplyResult,
+    InstanceSpec,
+    ObservedState,
+    Sets,
+    apply_sets,
+    observe_agents,
+    probe_health,
+    put_instances,
+)
 from reconciler.plan import Plan, Rollout, step
 from reconciler.server.metrics import Metrics
 from reconciler.server.status import build_status
@@ -88,8 +97,8 @@ class Condition:
         }
 
 
-def _instances_key(specs: Sequence[InstanceSpec]) -> list[tuple[str, str]]:
-    return sorted((s.id, s.spec_hash) for s in specs)
+def _put(token: str | None, sets: Sets, generation: int) -> list[ApplyResult]:
+    return put_instances(sets, token, generation)
 
 
 class Reconciler:
@@ -183,21 +192,21 @@ class Reconciler:
         paced = await self.compute_plan(desired, view)  # the next step of every rollout (plan.step)
         self.plan, self.rollouts = paced, paced.rollouts
         sets = paced.desired_sets()
-        ready = self.book.ready()
-        running = {w.name: _instances_key(w.instances) for w in observed.workers}
-        drift = [
-            (agent, sets.get(agent.name, []))
-            for agent in desired.cluster.spec.agents
-            if agent.name in ready and _instances_key(sets.get(agent.name, [])) != running.get(agent.name, [])
-        ]
+        applied = await asyncio.to_thread(
+            apply_sets,
+            desired.cluster.spec.agents,
+            sets,
+            observed,
+            self.book.ready(),
+            partial(_put, self.agent_token),
+            self.store.next_generation,
+        )
+        drift = applied.sent
         outcome: Outcome = "UpToDate"
         if drift:
-            generation = self.store.next_generation()
-            results = await asyncio.to_thread(put_instances, drift, self.agent_token, generation)
-            failed = [r for r in results if not r.ok]
-            for r in results:
+            for r in drift:
                 self._event("Warning" if not r.ok else "Normal", "Apply", f"worker/{r.agent}", r.detail)
-            if failed:
+            if applied.failed:
                 return "AgentUnavailable"
             self.metrics.applied(paced)
             outcome = "Applied"
