@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import httpx
 
 from reconciler.errors import SourceUnavailable
+from reconciler.observe import tls
 
 HUGGINGFACE = "https://huggingface.co"
 MODELSCOPE = "https://modelscope.cn"
@@ -92,7 +93,7 @@ class Fetcher:
 
     async def _get(self, url: str, headers: Mapping[str, str]) -> tuple[int, bytes, Mapping[str, str]]:
         if self.client is None:
-            self.client = httpx.AsyncClient(follow_redirects=True, timeout=self.deadline, trust_env=True)
+            self.client = httpx.AsyncClient(follow_redirects=True, timeout=self.deadline, verify=tls())
         async with self.client.stream("GET", url, headers=dict(headers)) as response:
             declared = response.headers.get("content-length", "")
             if declared.isdigit() and int(declared) > self.max_body:

@@ -1,7 +1,7 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
 from reconciler.observe.apply import Applied, Put, Sets, apply_sets, instances_key
-from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
+from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances, tls
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -46,4 +46,5 @@ __all__ = [
     "observe_agents",
     "probe_health",
     "put_instances",
+    "tls",
 ]

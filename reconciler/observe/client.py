@@ -7,7 +7,9 @@ stop the others.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
+import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -17,6 +19,13 @@ from pydantic import ValidationError
 from reconciler.observe.snapshot import ObservedState
 from reconciler.observe.state import InstanceSpec, Worker
 from reconciler.spec import Agent
+
+
+@functools.cache
+def tls() -> ssl.SSLContext:
+    """One TLS context for every client: building one reads the CA bundle, 40 ms each time."""
+    return httpx.create_ssl_context()
+
 
 STATE_TIMEOUT = httpx.Timeout(10.0, connect=3.0)
 STATE_DEADLINE = 10.0  # seconds for one state answer, connect to last byte: a trickling host is Unreachable
@@ -46,7 +55,7 @@ async def _one(client: httpx.AsyncClient, agent: Agent, token: str | None) -> Wo
 
 
 async def _all(agents: Sequence[Agent], token: str | None, timeout: httpx.Timeout) -> list[Worker]:
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=tls()) as client:
         return list(await asyncio.gather(*(_one(client, agent, token) for agent in agents)))
 
 
@@ -62,7 +71,7 @@ async def _healthy(client: httpx.AsyncClient, agent: Agent) -> bool:
 
 
 async def _health_all(agents: Sequence[Agent], timeout: httpx.Timeout) -> dict[str, bool]:
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=tls()) as client:
         answers = await asyncio.gather(*(_healthy(client, agent) for agent in agents))
     return {agent.name: ok for agent, ok in zip(agents, answers, strict=True)}
 
@@ -103,7 +112,7 @@ async def _put(
 async def _put_all(
     sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]], token: str | None, generation: int, timeout: httpx.Timeout
 ) -> list[ApplyResult]:
-    async with httpx.AsyncClient(timeout=timeout) as client:
+    async with httpx.AsyncClient(timeout=timeout, verify=tls()) as client:
         return list(await asyncio.gather(*(_put(client, a, token, generation, s) for a, s in sets)))
 
 
