@@ -132,7 +132,7 @@ def gguf_candidates(request: Request, shape: GGUFShape, capacity: Capacity) -> O
         if vram > capacity.largest_free:
             return found
         for worker in request.workers:
-            if whole.ram > capacity.ram_allocatable(worker.name):
+            if capacity.max_free.get(worker.name, -1) < vram or whole.ram > capacity.ram_allocatable(worker.name):
                 continue
             options = [
                 (i, vram)
@@ -383,6 +383,9 @@ def share_candidates(request: Request, share: GPUShare, capacity: Capacity) -> O
         manual = request.manual_gpus
         for worker in request.workers:
             name = worker.name
+            most = capacity.max_free.get(name, -1)
+            if most < share.estimate or most < capacity.smallest_gpu.get(name, 0) * gmu:
+                continue  # no GPU of this worker has the room
             room = capacity.ram_allocatable(name)
             if share.kv_ram_ratio is None and room < 0:
                 continue
