@@ -1,8 +1,9 @@
 """Stage 7: the plan. Diff desired against observed -> create / replace / delete / keep."""
 
 from reconciler.estimate import Facts
+from reconciler.plan.markdown import to_markdown
 from reconciler.plan.model import Action, Layout, PendingReplica, Plan, Rollout
-from reconciler.plan.output import to_data, to_json, to_markdown, to_text
+from reconciler.plan.output import to_data, to_json, to_text
 from reconciler.plan.planner import model_hash, plan
 from reconciler.plan.step import step, widen
 

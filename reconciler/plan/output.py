@@ -1,4 +1,4 @@
-"""A Plan as text (like ``terraform plan``), JSON (DESIGN.md's shape) or Markdown (a PR comment)."""
+"""A Plan as text (like ``terraform plan``) or JSON (DESIGN.md's shape); Markdown is in ``plan.markdown``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from reconciler.plan.model import Action, Plan, Rollout
 SYMBOLS = {"create": "+", "replace": "~", "delete": "-", "keep": " "}
 
 
-def _claim_text(action: Action) -> str:
+def claim_text(action: Action) -> str:
     claim = action.instance.claim
     parts = [f"{claim.ram / GIB:.2f} GiB RAM"]
     parts += [f"{vram / GIB:.2f} GiB VRAM on GPU {index}" for index, vram in sorted(claim.vram.items())]
@@ -60,7 +60,7 @@ def to_text(plan: Plan) -> str:
                 lines.append(f"      env:    {' '.join(f'{k}={v}' for k, v in sorted(spec.env.items()))}")
             lines.append(f"      how:    {layout_text(action)}")
             lines.append(f"      port:   {spec.port}  health: {spec.health_path or 'tcp'}")
-            lines.append(f"      claim:  {_claim_text(action)}")
+            lines.append(f"      claim:  {claim_text(action)}")
         lines.append("")
     if not plan.has_changes:
         lines += [f"No changes. {plan.count('keep')} instances up to date.", ""]
@@ -133,31 +133,3 @@ def to_data(plan: Plan) -> dict[str, Any]:
 
 def to_json(plan: Plan) -> str:
     return json.dumps(to_data(plan), indent=2) + "\n"
-
-
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
-
-
-def to_markdown(plan: Plan) -> str:
-    lines = [f"### reconcile plan{f' `{plan.revision}`' if plan.revision else ''}", "", f"**{summary_line(plan)}**", ""]
-    if plan.has_changes:
-        lines += ["| | instance | worker | GPUs | how | claim | reason |", "|---|---|---|---|---|---|---|"]
-        for action in plan.changes:
-            spec = action.instance
-            lines.append(
-                f"| `{SYMBOLS[action.action]}` {action.action} | `{spec.id}` | {action.worker} | "
-                f"{','.join(map(str, spec.gpus)) or '-'} | {_cell(layout_text(action))} | {_claim_text(action)} | "
-                f"{_cell(action.reason)} |"
-            )
-        commands = [a for a in plan.changes if a.action != "delete"]
-        if commands:
-            lines += ["", "<details><summary>Command lines</summary>", "", "```"]
-            lines += [f"# {a.instance.id} on {a.worker}\n{shlex.join(a.instance.argv)}" for a in commands]
-            lines += ["```", "", "</details>"]
-    else:
-        lines.append(f"No changes. {plan.count('keep')} instances up to date.")
-    if plan.pending:
-        lines += ["", "| pending | replica | reason |", "|---|---|---|"]
-        lines += [f"| `{p.model}` | {p.replica} | {_cell(p.reason)} |" for p in plan.pending]
-    return "\n".join(lines) + "\n"

@@ -86,5 +86,5 @@ def test_no_changes_after_apply_and_replace_on_change(tmp_path):
 def test_markdown():
     text = to_markdown(run(quickstart(), snapshot("cpu-only.yaml")))
     assert "**Plan: 1 to create, 0 to replace, 0 to delete.**" in text
-    assert "| `+` create | `gemma-3-270m-0` | local | - | cpu 0/19 layers |" in text
+    assert "| `+` create | ` gemma-3-270m-0 ` | ` local ` | - | ` cpu 0/19 layers ` |" in text
     assert "<details><summary>Command lines</summary>" in text
