@@ -17,7 +17,7 @@ from reconciler.estimate.facts import Facts
 from reconciler.estimate.metadata import source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
 from reconciler.plan.model import Action, Layout, PendingReplica, Plan
-from reconciler.render import render_helper, render_main
+from reconciler.render import PortFor, render_replica
 from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
 
@@ -114,12 +114,7 @@ def plan(
         {a.name: a.reserved_bytes() for a in cluster.spec.agents if a.reserved is not None},
     )
     ports = _Ports(workers, cluster.spec.ports())
-    contexts = {}
-    for model in desired.models:
-        key = source_key(model.spec.source)
-        contexts[model.metadata.name] = ModelContext.resolve(
-            model, cluster, facts.metadata.get(key), facts.errors.get(key), observed.workers
-        )
+    contexts = _contexts(desired, observed, facts)
     hashes = {name: model_hash(ctx) for name, ctx in contexts.items()}
     grace = cluster.spec.reschedule.grace_period_seconds
 
@@ -165,7 +160,8 @@ def plan(
                     Action("delete", w, i, f"{reason}; the new spec cannot be placed") for w, i in old_members
                 )
                 continue
-            placed = _render(ctx, outcome, replica, hashes[name], workers, ports, old_members)
+            previous = {(w, i.id): i.port for w, i in old_members}
+            placed = render_replica(ctx, outcome, replica, hashes[name], workers, _port_of(ports, previous))
             if placed is None:
                 pending.append(PendingReplica(name, replica, "no free port in the cluster's portRange"))
                 actions.extend(Action("delete", w, i, reason) for w, i in old_members)
@@ -176,82 +172,26 @@ def plan(
     return Plan.build(revision, actions, pending)
 
 
+def _contexts(desired: Desired, observed: ObservedState, facts: Facts) -> dict[str, ModelContext]:
+    """Each model resolved against its facts: backend, category, context, parallel."""
+    contexts = {}
+    for model in desired.models:
+        key = source_key(model.spec.source)
+        contexts[model.metadata.name] = ModelContext.resolve(
+            model, desired.cluster, facts.metadata.get(key), facts.errors.get(key), observed.workers
+        )
+    return contexts
+
+
+def _port_of(ports: _Ports, previous: Mapping[tuple[str, str], int]) -> PortFor:
+    """Each process its port: the one it had while still free, else the lowest free one."""
+    return lambda worker, instance: ports.take(worker, previous.get((worker, instance)))
+
+
 def _hold(capacity: Capacity, ports: _Ports, group: _Group, model: str) -> None:
     for worker, instance in group.members:
         capacity.take(worker, instance.claim, model, instance.id)
         ports.hold(worker, instance.port)
-
-
-def _render(
-    ctx: ModelContext,
-    placement: Placement,
-    replica: int,
-    mhash: str,
-    workers: Mapping[str, Worker],
-    ports: _Ports,
-    old: list[tuple[str, ObservedInstance]],
-) -> list[tuple[str, InstanceSpec]] | None:
-    """Every process of one replica: helpers first (the main one names their addresses)."""
-    base = f"{ctx.name}-{replica}"
-    previous = {(w, i.id): i.port for w, i in old}
-    placed: list[tuple[str, InstanceSpec]] = []
-    rpc: list[str] = []
-    env: dict[str, str] = {}
-    main_worker = workers[placement.worker]
-    if placement.subordinates and placement.strategy == "ray":
-        head_id = f"{base}-ray-head"
-        port = ports.take(main_worker.name, previous.get((main_worker.name, head_id)))
-        if port is None:
-            return None
-        placed.append(
-            (
-                main_worker.name,
-                render_helper(
-                    ctx,
-                    "ray-head",
-                    main_worker,
-                    placement.gpus,
-                    placement.claim.model_copy(update={"ram": 0, "vram": {}}),
-                    port,
-                    head_id,
-                    replica,
-                    mhash,
-                    cache_vram=placement.claim.vram_total,
-                ),
-            )
-        )
-        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    for index, sub in enumerate(placement.subordinates):
-        worker = workers[sub.worker]
-        helper_id = f"{base}-{sub.role}-{index}"
-        port = ports.take(worker.name, previous.get((worker.name, helper_id)))
-        if port is None:
-            return None
-        head = env.get("RAY_ADDRESS", "").replace("127.0.0.1", main_worker.ip)
-        placed.append(
-            (
-                worker.name,
-                render_helper(
-                    ctx,
-                    sub.role,
-                    worker,
-                    sub.gpus,
-                    sub.claim,
-                    port,
-                    helper_id,
-                    replica,
-                    mhash,
-                    head,
-                    sub.claim.vram_total,
-                ),
-            )
-        )
-        rpc.append(f"{worker.ip}:{port}")
-    port = ports.take(main_worker.name, previous.get((main_worker.name, base)))
-    if port is None:
-        return None
-    placed.append((main_worker.name, render_main(ctx, placement, main_worker, port, base, replica, mhash, rpc, env)))
-    return placed
 
 
 def _layout(ctx: ModelContext, placement: Placement) -> Layout:
