@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+
 from reconciler.observe import ObservedInstance, ObservedState
-from reconciler.plan import Plan, to_data, to_text
+from reconciler.plan import Facts, Plan, to_data, to_text
+from reconciler.plan import step as next_step
 from reconciler.spec import Desired
-from tests.plan.helpers import apply, desired, run, step, worker
+from tests.plan.helpers import apply, desired, gathered, run, step, worker
 
 CLUSTER = """
 apiVersion: reconciler/v1
@@ -188,3 +194,19 @@ def test_the_step_in_json_and_text() -> None:
         }
     ]
     assert "Rollout web: step 1 of 3: surge 1 new, keep 2 old" in to_text(paced)
+
+
+def _planned_in_child(d: Desired, observed: ObservedState, facts: Facts) -> tuple[list[str], list[str]]:
+    """What the server's planner process does: one step on plain data; and what it imported."""
+    result = next_step(d, observed, {}, facts)
+    loaded = sorted(m for m in sys.modules if m.startswith(("reconciler.server", "reconciler.agent")))
+    return [a.action for a in result.changes], loaded
+
+
+def test_the_planner_process_gets_plain_data_and_imports_nothing_of_server_or_agent() -> None:
+    observed = converged(2, "--old")
+    d = desired(web(2, "--new"), CLUSTER)
+    facts = gathered(d, observed, Facts())
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as planner:
+        changes, loaded = planner.submit(_planned_in_child, replace(d, locations={}), observed, facts).result()
+    assert changes == ["create"] and loaded == []
