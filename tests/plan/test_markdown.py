@@ -51,7 +51,7 @@ def test_a_code_span_holds_any_value_literally() -> None:
 
 
 def test_hostile_parameters_and_agent_messages_stay_data() -> None:
-    d = desired(MODEL.format(params="[\"--a=```\", \"--b='# Injected heading'\", \"--c=@octocat\"]"))
+    d = desired(MODEL.format(params='["--a=```", "--b=\'# Injected heading\'", "--c=@octocat"]'))
     failing = ObservedInstance.model_validate(
         {"id": "web-0", "model": "web", "modelHash": "old", "port": 40000, "state": "Running"}
     )
