@@ -199,8 +199,9 @@ class HuggingFace(Hub):
         status, body, headers = self.fetcher.get(url, self.headers)
         if status in (401, 404) and headers.get("x-error-code") == "RevisionNotFound":
             raise SourceUnavailable(f"revision {revision} of {repo} not found at {self.endpoint}")
-        if status in (401, 404):
-            raise SourceUnavailable(f"repository {repo} not found at {self.endpoint}")
+        if status in (401, 403, 404):
+            needs = "" if status == 404 or self.headers else " (or it needs HF_TOKEN)"
+            raise SourceUnavailable(f"repository {repo} not found at {self.endpoint}{needs}")
         if status != 200:
             raise SourceUnavailable(f"{repo}: HTTP {status} from {self.endpoint}")
         siblings = _json_object(body, url).get("siblings")
