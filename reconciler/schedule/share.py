@@ -52,6 +52,14 @@ class _Share:
             subordinates=subordinates,
         )
 
+    def single(self, worker: str, index: int, vram: int) -> Placement:
+        """``place`` on one GPU whose claim is known already (``vram``): no sums again."""
+        share = self.share
+        ram = 0 if share.kv_ram_ratio is None else share.ram(vram)
+        claim = ResourceClaim.model_construct(ram=ram, vram={index: vram})
+        gmu = share.gmu if share.gmu > 0 else None
+        return Placement(self.request.backend, worker, (index,), claim, "single-gpu", gpu_memory_utilization=gmu)
+
     def usable(self, worker: Worker) -> list[int]:
         """The worker's GPUs that meet the VRAM utilization ratio."""
         gpus = self.request.gpus(self.capacity, worker)
@@ -104,7 +112,7 @@ def _single_gpu(s: _Share) -> list[Placement]:
             options.sort(key=lambda o: (-free[(name, o[0])], o[0]))
             ram = 0 if share.kv_ram_ratio is None else share.ram(options[0][1])
             index = preferred_gpu(options, ram, capacity, name, request.model, request.placement)
-            found.append(s.place(name, [index], "single-gpu"))
+            found.append(s.single(name, index, dict(options)[index]))
             if request.enough(found):
                 break
     return found
