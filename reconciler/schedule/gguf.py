@@ -129,7 +129,7 @@ def _single_gpu(g: _GGUF) -> list[Placement]:
     if vram > capacity.largest_free:
         return found
     for worker in request.workers:
-        if capacity.max_free.get(worker.name, -1) < vram or whole.ram > capacity.ram_allocatable(worker.name):
+        if capacity.most_free(worker.name) < vram or whole.ram > capacity.ram_allocatable(worker.name):
             continue
         options = [
             (i, vram)

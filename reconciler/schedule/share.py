@@ -89,7 +89,7 @@ def _single_gpu(s: _Share) -> list[Placement]:
     manual = request.manual_gpus
     for worker in request.workers:
         name = worker.name
-        most = capacity.max_free.get(name, -1)
+        most = capacity.most_free(name)
         if most < share.estimate or most < capacity.smallest_gpu.get(name, 0) * gmu:
             continue  # no GPU of this worker has the room
         room = capacity.ram_allocatable(name)
