@@ -68,7 +68,10 @@ class _Server(socketserver.ThreadingTCPServer):
             while not self.stop.is_set():
                 sock.sendall(b"%x\r\n%s\r\n" % (len(chunk), chunk))
         else:  # record, whole: the body, status 200, Range or not
-            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n"
+            head = (  # one request per connection: the client must not reuse it
+                f"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                f"Content-Length: {len(self.body)}\r\n\r\n"
+            )
             sock.sendall(head.encode() + self.body)
 
     def _trickle(self, sock: socket.socket, data: bytes) -> None:
