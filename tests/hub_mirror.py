@@ -2,7 +2,7 @@
 
 ``<root>/<org>/<name>/<files>`` is served as repo ``org/name``: the repo and tree APIs
 (``/api/models/{repo}/revision/{rev}``, ``/api/models/{repo}/tree/{rev}``) and ``/{repo}/resolve/{rev}/{file}`` with
-HEAD, Range requests, ETag and X-Repo-Commit, which is what huggingface_hub and our
+HEAD, Range requests, ETag and X-Repo-Commit, which is what our hub client and
 range reader use. It counts requests so tests can see how much was fetched.
 """
 

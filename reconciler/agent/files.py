@@ -1,8 +1,8 @@
 """Model files on this worker: downloads into the cache dir, listing, and removal.
 
-Hugging Face (or a mirror: ``HF_ENDPOINT``, and the proxy variables, as huggingface_hub
-honours them) through huggingface_hub, which resumes interrupted transfers; ModelScope
-through its HTTP API with Range resumes of our own. Files are never deleted with a
+Hugging Face (or a mirror) and ModelScope through the one hub client (``estimate.hub``:
+endpoints and tokens from this machine's environment), which resumes interrupted
+transfers with Range requests. Files are never deleted with a
 deployment; only ``DELETE /v1/files/{id}`` removes one, and only when no instance uses it.
 """
 
@@ -12,20 +12,17 @@ import contextlib
 import hashlib
 import os
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import httpx
-import httpx2  # huggingface_hub's HTTP client; its errors are translated here
-from huggingface_hub import HfApi, hf_hub_download, snapshot_download
-from huggingface_hub.errors import EntryNotFoundError, HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
 from reconciler.errors import SourceUnavailable
-from reconciler.estimate import FileSource, GGUFError, read_facts
+from reconciler.estimate import Fetcher, FileSource, GGUFError, HubConfig, read_facts
 from reconciler.estimate.metadata import match_file
 from reconciler.observe import GGUFFacts, ModelFile, ModelFileRef
 
-MODELSCOPE = os.environ.get("MODELSCOPE_ENDPOINT", "https://modelscope.cn")
+LIST_DEADLINE = 60.0  # seconds for a repo's file list (a download has no deadline)
 
 
 def file_id(path: str) -> str:
@@ -91,69 +88,24 @@ class ModelFiles:
             if not target.exists():
                 raise SourceUnavailable(f"{ref.path} does not exist on this worker")
             return target
-        if ref.source.startswith("ms:"):
-            return self._fetch_modelscope(ref, progress)
-        return self._fetch_huggingface(ref, progress)
+        return self._fetch_hub(ref, progress, modelscope=ref.source.startswith("ms:"))
 
-    def _fetch_huggingface(self, ref: ModelFileRef, progress: Progress) -> Path:
-        root = self.cache_dir / "huggingface" / ref.repo
-        revision = ref.revision or "main"
-        api = HfApi(endpoint=self.hf_endpoint, token=self.hf_token or False)
-        try:
-            info = api.model_info(ref.repo, revision=revision, files_metadata=True)
-            sizes = {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-            file = _resolve(ref, sizes)
-            wanted = [file] if file else list(sizes)
-            progress.root, progress.total = root, sum(sizes.get(f, 0) for f in wanted)
-            progress.baseline = disk_bytes(root) - sum(
-                (root / f).stat().st_size for f in wanted if (root / f).is_file()
-            )
-            if file:
-                path = hf_hub_download(
-                    ref.repo,
-                    file,
-                    revision=revision,
-                    local_dir=root,
-                    endpoint=self.hf_endpoint,
-                    token=self.hf_token or False,
-                )
-                return Path(str(path))
-            snapshot_download(
-                ref.repo, revision=revision, local_dir=root, endpoint=self.hf_endpoint, token=self.hf_token or False
-            )
-            return root
-        except RepositoryNotFoundError as exc:
-            raise SourceUnavailable(f"repository {ref.repo} not found") from exc
-        except RevisionNotFoundError as exc:
-            raise SourceUnavailable(f"revision {revision} of {ref.repo} not found") from exc
-        except EntryNotFoundError as exc:
-            raise SourceUnavailable(f"{ref.repo} has no file {ref.file!r}") from exc
-        except (HfHubHTTPError, httpx2.HTTPError, OSError) as exc:
-            raise SourceUnavailable(f"download of {ref.repo} failed: {exc}") from exc
-
-    def _fetch_modelscope(self, ref: ModelFileRef, progress: Progress) -> Path:
-        root = self.cache_dir / "modelscope" / ref.repo
-        revision = ref.revision or "master"
+    def _fetch_hub(self, ref: ModelFileRef, progress: Progress, modelscope: bool) -> Path:
+        hubs = HubConfig.from_env()
+        if self.hf_endpoint or self.hf_token:
+            hubs = replace(hubs, hf_endpoint=(self.hf_endpoint or hubs.hf_endpoint).rstrip("/"), hf_token=self.hf_token)
+        revision = ref.revision or ("master" if modelscope else "main")
+        with Fetcher(LIST_DEADLINE) as fetcher:
+            hub = hubs.modelscope(fetcher) if modelscope else hubs.huggingface(fetcher)
+            sizes = hub.files(ref.repo, revision)
+        root = self.cache_dir / ("modelscope" if modelscope else "huggingface") / ref.repo
+        file = _resolve(ref, sizes)
+        wanted = [file] if file else list(sizes)
+        progress.root, progress.total = root, sum(sizes.get(f, 0) for f in wanted)
+        progress.baseline = disk_bytes(root) - sum((root / f).stat().st_size for f in wanted if (root / f).is_file())
         with httpx.Client(timeout=httpx.Timeout(60.0, connect=10.0), follow_redirects=True) as client:
-            try:
-                listing = client.get(
-                    f"{MODELSCOPE}/api/v1/models/{ref.repo}/repo/files",
-                    params={"Revision": revision, "Recursive": "true"},
-                )
-            except httpx.HTTPError as exc:
-                raise SourceUnavailable(f"cannot reach {MODELSCOPE}: {exc}") from exc
-            if listing.status_code != 200:
-                raise SourceUnavailable(f"repository {ref.repo} not found on ModelScope (HTTP {listing.status_code})")
-            entries = (listing.json().get("Data") or {}).get("Files") or []
-            sizes = {e["Path"]: int(e.get("Size") or 0) for e in entries if e.get("Type") != "tree"}
-            file = _resolve(ref, sizes)
-            wanted = [file] if file else list(sizes)
-            progress.root, progress.total = root, sum(sizes[f] for f in wanted)
             for name in wanted:
-                if name.startswith("/") or ".." in name.split("/"):  # the listing must not write outside the repo
-                    raise SourceUnavailable(f"ModelScope listed {name!r} in {ref.repo}: not a path inside it")
-                url = f"{MODELSCOPE}/api/v1/models/{ref.repo}/repo"
-                _resume_download(client, url, {"Revision": revision, "FilePath": name}, root / name, sizes[name])
+                hub.download(client, ref.repo, revision, name, root / name, sizes[name])
         return root / file if file else root
 
     def gguf_facts(self, path: Path) -> GGUFFacts | None:
@@ -213,24 +165,3 @@ def _resolve(ref: ModelFileRef, sizes: dict[str, int]) -> str:
     if any(c in ref.file for c in "*?["):
         return match_file(sizes, ref.file)
     raise SourceUnavailable(f"{ref.repo} has no file {ref.file!r}")
-
-
-def _resume_download(client: httpx.Client, url: str, params: dict[str, str], target: Path, size: int) -> None:
-    """Stream into ``<target>.incomplete``, continuing where an earlier attempt stopped."""
-    if target.is_file() and (not size or target.stat().st_size == size):
-        return
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(target.name + ".incomplete")
-    start = partial.stat().st_size if partial.exists() else 0
-    headers = {"Range": f"bytes={start}-"} if start else {}
-    try:
-        with client.stream("GET", url, params=params, headers=headers) as response:
-            if response.status_code not in (200, 206):
-                raise SourceUnavailable(f"{params.get('FilePath')}: HTTP {response.status_code}")
-            mode = "ab" if response.status_code == 206 else "wb"
-            with partial.open(mode) as handle:
-                for chunk in response.iter_bytes(1024 * 1024):
-                    handle.write(chunk)
-    except httpx.HTTPError as exc:
-        raise SourceUnavailable(f"download of {params.get('FilePath')} interrupted: {exc}") from exc
-    partial.replace(target)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from reconciler.cli import app
-from reconciler.cli._common import collect_facts, fail, read_token
+from reconciler.cli._common import AGENT_HELP, collect_facts, fail, observe_named, read_token
 
 if TYPE_CHECKING:
     from reconciler.errors import Diagnostic
@@ -102,26 +102,32 @@ def plan_command(
         bool, typer.Option("--detailed-exitcode", help="Exit 0 without changes, 2 with changes, 1 on error.")
     ] = False,
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+    agent: Annotated[list[str] | None, typer.Option("--agent", help=AGENT_HELP)] = None,
 ) -> None:
-    """Show what apply would change: + create, ~ replace, - delete, each with its reason.
+    """Show the next step, as apply and the server take it: + create, ~ replace, - delete, each with its reason.
 
-    Without --observed the agents listed in the Cluster manifest are asked for their state
-    (token from --token-file or RECONCILER_TOKEN).
+    A rollout is paced (spec.maxSurge, spec.maxUnavailable): the plan shows its next step
+    and a line for the whole rollout ("Rollout web: step 1 of 3: surge 1 new, keep 2 old").
+    Without --observed the agents listed in the Cluster manifest are asked for their state;
+    the token (--token-file or RECONCILER_TOKEN) goes only to agent URLs that --agent or
+    RECONCILER_AGENTS names too. Every request has a 10 s deadline.
     """
     from reconciler.errors import SpecInvalid
-    from reconciler.observe import load_snapshot, observe_agents
-    from reconciler.plan import plan, to_json, to_markdown, to_text
+    from reconciler.observe import load_snapshot
+    from reconciler.plan import step, to_json, to_markdown, to_text
     from reconciler.spec import load_desired
 
     try:
         desired = load_desired(path)
         state = (
-            load_snapshot(observed) if observed else observe_agents(desired.cluster.spec.agents, read_token(token_file))
+            load_snapshot(observed)
+            if observed
+            else observe_named(desired.cluster.spec.agents, read_token(token_file), agent or [])
         )
         facts = collect_facts(desired, state, catalog or [])
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    result = plan(desired, state, {}, facts)
+    result = step(desired, state, {}, facts)
     render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
     typer.echo(render(result), nl=False)
     raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)

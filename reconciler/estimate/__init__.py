@@ -1,13 +1,12 @@
-"""Stage 4: estimates. GGUF and safetensors readers, model metadata, memory claims."""
+"""Stage 4: estimates. GGUF and safetensors readers, model metadata, the hubs, memory claims."""
 
-from reconciler.estimate.cache import cache_file, gather_cached
 from reconciler.estimate.claims import GGUFClaim, gguf_claim, vllm_estimate, vox_box_estimate
+from reconciler.estimate.facts import FactBook, Facts, cache_file
 from reconciler.estimate.gguf import FileSource, GGUFError, HttpRangeSource, read_facts, read_header
+from reconciler.estimate.hub import Fetcher, HubConfig
 from reconciler.estimate.metadata import (
     Catalog,
     ModelMetadata,
-    gather,
-    hub_endpoint,
     load_catalog,
     save_catalog,
     source_key,
@@ -15,16 +14,17 @@ from reconciler.estimate.metadata import (
 
 __all__ = [
     "Catalog",
+    "FactBook",
+    "Facts",
+    "Fetcher",
     "FileSource",
     "GGUFClaim",
     "GGUFError",
     "HttpRangeSource",
+    "HubConfig",
     "ModelMetadata",
     "cache_file",
-    "gather",
-    "gather_cached",
     "gguf_claim",
-    "hub_endpoint",
     "load_catalog",
     "read_facts",
     "read_header",

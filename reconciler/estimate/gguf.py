@@ -10,11 +10,10 @@ import re
 import struct
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import httpx
 from pydantic import ValidationError
 
 from reconciler.errors import SourceUnavailable
@@ -25,6 +24,7 @@ MAGIC = b"GGUF"
 # vocabulary takes a few MB, so 64 MiB bounds what a hostile file can make us hold.
 MAX_HEADER_BYTES = 64 * 1024 * 1024
 MAX_TENSORS = 1_000_000
+SKIP_WINDOW = 1024 * 1024  # bytes looked at at once while stepping over a vocabulary
 
 # ggml type id -> (elements per block, bytes per block)
 GGML_BLOCKS: dict[int, tuple[int, int]] = {
@@ -130,31 +130,16 @@ class FileSource(BlockSource):
 
 
 class HttpRangeSource(BlockSource):
-    """A remote file read with HTTP Range requests, one block per request."""
+    """A remote file read in blocks, one HTTP Range request each (``estimate.hub.Hub.range``)."""
 
-    def __init__(
-        self, url: str, client: httpx.Client, block: int = 1024 * 1024, headers: dict[str, str] | None = None
-    ) -> None:
+    def __init__(self, reader: Callable[[int, int], bytes], block: int = 1024 * 1024) -> None:
         super().__init__(block)
-        self.url, self.client = url, client
-        self.headers = headers or {}
+        self.reader = reader
         self.requests = 0
 
     def fetch(self, start: int, size: int) -> bytes:
-        headers = {**self.headers, "Range": f"bytes={start}-{start + size - 1}"}
-        try:
-            response = self.client.get(self.url, headers=headers, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise SourceUnavailable(f"cannot reach {self.url}: {exc}") from exc
         self.requests += 1
-        if response.status_code == 416:
-            return b""
-        if response.status_code == 206:
-            return response.content
-        if response.status_code == 200:
-            # A server that ignores Range sends the whole file: keep the block asked for.
-            return response.content[start : start + size]
-        raise SourceUnavailable(f"GET {self.url}: HTTP {response.status_code}")
+        return self.reader(start, size)
 
 
 class _Cursor:
@@ -173,6 +158,45 @@ class _Cursor:
     def scalar(self, kind: int) -> Any:
         fmt, size = _SCALARS[kind]
         return struct.unpack(fmt, self.take(size))[0]
+
+    def skip(self, kind: int) -> int | None:
+        """Step over a value without decoding it; an array's item count."""
+        if kind in _SCALARS:
+            self.advance(_SCALARS[kind][1])
+        elif kind == _STRING:
+            self.advance(self.scalar(10))
+        elif kind == _ARRAY:
+            item_kind = self.scalar(4)
+            count: int = self.scalar(10)
+            if count > MAX_HEADER_BYTES:
+                raise GGUFError(f"array of {count} items at {self.offset}")
+            if item_kind in _SCALARS:
+                self.advance(_SCALARS[item_kind][1] * count)
+            elif item_kind == _STRING:
+                self.skip_strings(count)
+            else:
+                for _ in range(count):
+                    self.skip(item_kind)
+            return count
+        else:
+            raise GGUFError(f"unknown value type {kind} at byte {self.offset}")
+        return None
+
+    def advance(self, size: int) -> None:
+        if self.offset + size > MAX_HEADER_BYTES:
+            raise GGUFError(f"header longer than {MAX_HEADER_BYTES} bytes (at byte {self.offset}, {size} more)")
+        self.offset += size
+
+    def skip_strings(self, count: int) -> None:
+        """Step over ``count`` strings reading only their lengths, a window of bytes at a time."""
+        window, base = b"", self.offset
+        for _ in range(count):
+            at = self.offset - base
+            if at + 8 > len(window):
+                base, window, at = self.offset, self.source.read(self.offset, SKIP_WINDOW), 0
+                if len(window) < 8:
+                    raise GGUFError(f"file ends at byte {self.offset + len(window)} inside the header")
+            self.advance(8 + struct.unpack_from("<Q", window, at)[0])
 
     def string(self) -> str:
         return self.take(self.scalar(10)).decode("utf-8", errors="replace")
@@ -221,6 +245,7 @@ class GGUFHeader:
     version: int
     metadata: dict[str, Any]
     tensors: tuple[TensorInfo, ...]
+    lengths: dict[str, int] = field(default_factory=dict)  # item counts of the arrays not kept
 
     def get(self, key: str, default: Any = None) -> Any:
         return self.metadata.get(key, default)
@@ -258,6 +283,7 @@ class GGUFHeader:
             else:
                 other += tensor.nbytes
         tokens = self.get("tokenizer.ggml.tokens")
+        vocab = len(tokens) if isinstance(tokens, list) else self.lengths.get("tokenizer.ggml.tokens", 0)
         try:
             return GGUFFacts(
                 architecture=arch,
@@ -268,7 +294,7 @@ class GGUFHeader:
                 key_length=number("attention.key_length", head_dim),
                 value_length=number("attention.value_length", head_dim),
                 context_length=number("context_length"),
-                vocab_size=(len(tokens) if isinstance(tokens, list) else 0) or number("vocab_size"),
+                vocab_size=vocab or number("vocab_size"),
                 sliding_window=number("attention.sliding_window"),
                 has_chat_template=bool(self.get("tokenizer.chat_template")),
                 layer_bytes=layer_bytes,
@@ -282,7 +308,8 @@ class GGUFHeader:
 
 
 def read_header(source: ByteSource, keep: Callable[[str], bool] = lambda _key: True) -> GGUFHeader:
-    """Parse the header; ``keep`` filters which metadata values are stored."""
+    """Parse the header; ``keep`` filters which metadata values are decoded (of the others,
+    only an array's length is kept)."""
     cursor = _Cursor(source)
     if cursor.take(4) != MAGIC:
         raise GGUFError("not a GGUF file (bad magic)")
@@ -293,11 +320,13 @@ def read_header(source: ByteSource, keep: Callable[[str], bool] = lambda _key: T
     if tensor_count > MAX_TENSORS or kv_count > MAX_TENSORS:
         raise GGUFError(f"implausible counts: {tensor_count} tensors, {kv_count} keys")
     metadata: dict[str, Any] = {}
+    lengths: dict[str, int] = {}
     for _ in range(kv_count):
         key = cursor.string()
-        value = cursor.value(cursor.scalar(4))
         if keep(key):
-            metadata[key] = value
+            metadata[key] = cursor.value(cursor.scalar(4))
+        elif (count := cursor.skip(cursor.scalar(4))) is not None:
+            lengths[key] = count
     tensors = []
     for _ in range(tensor_count):
         name = cursor.string()
@@ -306,12 +335,13 @@ def read_header(source: ByteSource, keep: Callable[[str], bool] = lambda _key: T
             raise GGUFError(f"tensor {name} has {dims} dimensions")
         shape = tuple(cursor.scalar(10) for _ in range(dims))
         tensors.append(TensorInfo(name, shape, cursor.scalar(4), cursor.scalar(10)))
-    return GGUFHeader(version, metadata, tuple(tensors))
+    return GGUFHeader(version, metadata, tuple(tensors), lengths)
 
 
 def _keep(key: str) -> bool:
-    # The vocabulary's scores and types are large and unused; keep only its tokens' count.
-    return key not in ("tokenizer.ggml.scores", "tokenizer.ggml.token_type", "tokenizer.ggml.merges")
+    # The vocabulary (tokens, scores, types, merges) is large and unused: only its length
+    # counts, and decoding 262k tokens in Python took most of a second.
+    return not key.startswith("tokenizer.ggml.")
 
 
 def read_facts(source: ByteSource) -> GGUFFacts:

@@ -1,8 +1,8 @@
-"""Facts about a model's files, read once at the edge and handed to the pure planner.
+"""Facts about a model's files: what the estimate needs, and the readers of each source.
 
-Where they come from, first match wins: a recorded catalog (``--catalog``), the
-on-disk cache, an agent's report of a file it holds, the local file system, the hub
-(Hugging Face or a mirror via ``HF_ENDPOINT`` / the Cluster's endpoint) or ModelScope.
+Where they come from, first match wins (``estimate.facts.FactBook``): a recorded catalog
+(``--catalog``), the on-disk cache, the local file system or an agent's report of a file it
+holds, the hub (Hugging Face or a mirror, ``estimate.hub``) or ModelScope.
 """
 
 from __future__ import annotations
@@ -10,29 +10,22 @@ from __future__ import annotations
 import fnmatch
 import json
 import math
-import os
 import re
 import struct
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, Literal, TypeVar
+from typing import Any, Literal
 
-import httpx
-import httpx2  # huggingface_hub's HTTP client; its errors are translated here
-from huggingface_hub import HfApi, hf_hub_url
-from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from pydantic.alias_generators import to_camel
 
 from reconciler.errors import Diagnostic, SourceUnavailable, SpecInvalid
 from reconciler.estimate.gguf import ByteSource, FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_facts
+from reconciler.estimate.hub import Fetcher, Hub, HubConfig
 from reconciler.observe import GGUFFacts, ObservedState
-from reconciler.spec import Model, ModelSource
+from reconciler.spec import ModelSource
 from reconciler.spec.loader import plain, read_file, read_yaml_file
 
-_T = TypeVar("_T")
-MODELSCOPE = "https://modelscope.cn"
 SPLIT_GGUF = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
 SPEECH_TYPES = {"whisper": "speech-to-text", "cosyvoice": "text-to-speech", "bark": "text-to-speech"}
 
@@ -230,89 +223,6 @@ def _read_small(path: Path) -> bytes:
     return raw
 
 
-class HubClient(ABC):
-    """A model hub: file lists, small files, and header ranges of large ones."""
-
-    def __init__(self, endpoint: str, client: httpx.Client, token: str | None = None) -> None:
-        self.endpoint = endpoint.rstrip("/")
-        self.client = client
-        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
-
-    @abstractmethod
-    def files(self, repo: str, revision: str) -> dict[str, int]:
-        """File name -> size for every file of the repo."""
-
-    @abstractmethod
-    def url(self, repo: str, revision: str, file: str) -> str:
-        """Where one file of the repo is downloaded from."""
-
-    def source(self, repo: str, revision: str, file: str) -> HttpRangeSource:
-        return HttpRangeSource(self.url(repo, revision, file), self.client, headers=self.headers)
-
-    def parameters(self, repo: str, revision: str, weights: Sequence[str]) -> int:
-        """Parameters counted from each safetensors file's header (a range request each)."""
-        return sum(_safetensors_parameters(self.source(repo, revision, name), f"{repo}/{name}") for name in weights)
-
-    def read(self, repo: str, revision: str, file: str) -> bytes:
-        try:
-            response = self.client.get(self.url(repo, revision, file), headers=self.headers, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise SourceUnavailable(f"cannot reach {self.endpoint}: {exc}") from exc
-        if response.status_code != 200:
-            raise SourceUnavailable(f"{repo}/{file}: HTTP {response.status_code}")
-        return response.content
-
-
-class HuggingFaceClient(HubClient):
-    """The Hugging Face hub (or a mirror) through huggingface_hub; header ranges through our reader."""
-
-    def __init__(self, endpoint: str, client: httpx.Client, token: str | None = None) -> None:
-        super().__init__(endpoint, client, token)
-        self.api = HfApi(endpoint=self.endpoint, token=token or False)
-
-    def _call(self, repo: str, what: Callable[[], _T]) -> _T:
-        try:
-            return what()
-        except RepositoryNotFoundError as exc:
-            raise SourceUnavailable(f"{repo}: repository not found at {self.endpoint}") from exc
-        except RevisionNotFoundError as exc:
-            raise SourceUnavailable(f"{repo}: revision not found at {self.endpoint}") from exc
-        except (HfHubHTTPError, httpx.HTTPError, httpx2.HTTPError, OSError) as exc:
-            raise SourceUnavailable(f"{repo}: cannot read from {self.endpoint}: {exc}") from exc
-
-    def files(self, repo: str, revision: str) -> dict[str, int]:
-        info = self._call(repo, lambda: self.api.model_info(repo, revision=revision, files_metadata=True))
-        return {s.rfilename: int(s.size or 0) for s in info.siblings or []}
-
-    def url(self, repo: str, revision: str, file: str) -> str:
-        return hf_hub_url(repo, file, revision=revision, endpoint=self.endpoint)
-
-    def parameters(self, repo: str, revision: str, weights: Sequence[str]) -> int:
-        if not weights:
-            return 0
-        metadata = self._call(repo, lambda: self.api.get_safetensors_metadata(repo, revision=revision))
-        return sum(metadata.parameter_count.values())
-
-
-class ModelScopeClient(HubClient):
-    """ModelScope's HTTP API: the same questions, other paths."""
-
-    def files(self, repo: str, revision: str) -> dict[str, int]:
-        url = f"{self.endpoint}/api/v1/models/{repo}/repo/files"
-        params = {"Revision": revision, "Recursive": "true"}
-        try:
-            response = self.client.get(url, headers=self.headers, params=params, follow_redirects=True)
-        except httpx.HTTPError as exc:
-            raise SourceUnavailable(f"cannot reach {self.endpoint}: {exc}") from exc
-        if response.status_code != 200:
-            raise SourceUnavailable(f"{repo}: HTTP {response.status_code} from {self.endpoint}")
-        entries = (response.json().get("Data") or {}).get("Files") or []
-        return {e["Path"]: int(e.get("Size") or 0) for e in entries if e.get("Type") != "tree"}
-
-    def url(self, repo: str, revision: str, file: str) -> str:
-        return f"{self.endpoint}/api/v1/models/{repo}/repo?Revision={revision}&FilePath={file}"
-
-
 def match_file(files: Iterable[str], pattern: str) -> str:
     """The file a (glob) pattern names; the first part of a split GGUF."""
     matches = sorted(f for f in files if fnmatch.fnmatch(f, pattern) or fnmatch.fnmatch(Path(f).name, pattern))
@@ -322,14 +232,14 @@ def match_file(files: Iterable[str], pattern: str) -> str:
     return (firsts or matches)[0]
 
 
-def read_hub(key: str, hub: HubClient, repo: str, revision: str, file: str | None) -> ModelMetadata:
+def read_hub(key: str, hub: Hub, repo: str, revision: str, file: str | None) -> ModelMetadata:
     files = hub.files(repo, revision)
     if file is not None:
         name = match_file(files, file)
         if not name.lower().endswith(".gguf"):
             raise SourceUnavailable(f"{repo}/{name}: only GGUF files can be named one by one")
         try:
-            facts = read_facts(hub.source(repo, revision, name))
+            facts = read_facts(HttpRangeSource(hub.range(hub.url(repo, revision, name))))
         except GGUFError as exc:
             raise SourceUnavailable(f"{repo}/{name}: {exc}") from exc
         parts = [f for f in files if SPLIT_GGUF.sub("", f) == SPLIT_GGUF.sub("", name)]
@@ -340,59 +250,31 @@ def read_hub(key: str, hub: HubClient, repo: str, revision: str, file: str | Non
     where = f"{repo}/config.json"
     config = _config_fields(_json(hub.read(repo, revision, "config.json"), where), where)
     weights = sorted(f for f in files if f.endswith(".safetensors"))
-    parameters = hub.parameters(repo, revision, weights)
+    parameters = sum(
+        _safetensors_parameters(HttpRangeSource(hub.range(hub.url(repo, revision, name))), f"{repo}/{name}")
+        for name in weights
+    )
     size = sum(files[f] for f in weights) or sum(s for f, s in files.items() if f.endswith(".bin"))
     return ModelMetadata(source=key, format="safetensors", weight_bytes=size, parameter_count=parameters, **config)
 
 
-def _from_agents(key: str, path: str, observed: ObservedState) -> ModelMetadata | None:
+def read_source(
+    key: str, source: ModelSource, hubs: HubConfig, fetcher: Fetcher, endpoint: str | None
+) -> ModelMetadata:
+    """One hub source's metadata: Hugging Face (``endpoint``: the Cluster's mirror) or ModelScope."""
+    if source.huggingface is not None:
+        hf = source.huggingface
+        return read_hub(key, hubs.huggingface(fetcher, endpoint), hf.repo, hf.revision or "main", hf.file)
+    if source.modelscope is not None:
+        ms = source.modelscope
+        return read_hub(key, hubs.modelscope(fetcher), ms.repo, ms.revision or "master", ms.file)
+    raise SourceUnavailable(f"{key}: not a hub source")
+
+
+def from_agents(key: str, path: str, observed: ObservedState) -> ModelMetadata | None:
+    """The facts an agent reported for a file it holds at ``path``."""
     for worker in observed.workers:
         file = worker.file(path)
         if file is not None and file.gguf is not None:
             return _gguf_metadata(key, Path(path).name, file.gguf, file.size)
     return None
-
-
-def _read_local_path(key: str, path: str, observed: ObservedState) -> ModelMetadata:
-    """Read the file here when it is here (the embedded setup), else take an agent's report."""
-    local = Path(path)
-    if local.exists():
-        return read_local(key, local)
-    reported = _from_agents(key, path, observed)
-    if reported is None:
-        raise SourceUnavailable(f"{path} is not on this machine and no agent reported it")
-    return reported
-
-
-def hub_endpoint(cluster_endpoint: str | None) -> str:
-    return cluster_endpoint or os.environ.get("HF_ENDPOINT") or "https://huggingface.co"
-
-
-def gather(
-    models: Iterable[Model], observed: ObservedState, catalog: Catalog, client: httpx.Client, endpoint: str
-) -> tuple[dict[str, ModelMetadata], dict[str, str]]:
-    """Metadata for every model source, and for each one that failed, why."""
-    found: dict[str, ModelMetadata] = {}
-    failed: dict[str, str] = {}
-    hub = HuggingFaceClient(endpoint, client, os.environ.get("HF_TOKEN"))
-    for model in models:
-        source = model.spec.source
-        key = source_key(source)
-        if key in found or key in failed:
-            continue
-        if key in catalog:
-            found[key] = catalog[key]
-            continue
-        try:
-            if source.local_path is not None:
-                found[key] = _read_local_path(key, source.local_path, observed)
-            elif source.huggingface is not None:
-                hf = source.huggingface
-                found[key] = read_hub(key, hub, hf.repo, hf.revision or "main", hf.file)
-            elif source.modelscope is not None:
-                ms = source.modelscope
-                modelscope = ModelScopeClient(MODELSCOPE, client, os.environ.get("MODELSCOPE_TOKEN"))
-                found[key] = read_hub(key, modelscope, ms.repo, ms.revision or "master", ms.file)
-        except SourceUnavailable as exc:
-            failed[key] = str(exc)
-    return found, failed

@@ -1,6 +1,7 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
-from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
+from reconciler.observe.apply import Applied, Put, Sets, apply_sets, instances_key
+from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances, tls
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -25,6 +26,7 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_BYTES",
     "MIB",
+    "Applied",
     "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
@@ -35,11 +37,16 @@ __all__ = [
     "ModelFileRef",
     "ObservedInstance",
     "ObservedState",
+    "Put",
     "ResourceClaim",
+    "Sets",
     "Worker",
+    "apply_sets",
+    "instances_key",
     "load_snapshot",
     "observe_agents",
     "port_span",
     "probe_health",
     "put_instances",
+    "tls",
 ]

@@ -13,28 +13,23 @@ from collections import defaultdict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from reconciler.estimate.metadata import ModelMetadata, source_key
+from reconciler.estimate.facts import Facts
+from reconciler.estimate.metadata import source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
 from reconciler.plan.model import Action, Layout, PendingReplica, Plan
 from reconciler.plan.ports import PortBook
-from reconciler.render import render_helper, render_main
+from reconciler.render import PortFor, render_replica
 from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What was read about the models' files at the edge (see ``estimate.gather``)."""
-
-    metadata: Mapping[str, ModelMetadata] = field(default_factory=dict)
-    errors: Mapping[str, str] = field(default_factory=dict)
 
 
 def model_hash(ctx: ModelContext) -> str:
     """Hash of every input that shapes a model's instances; unchanged hash -> keep them."""
     body = {
-        # The replica count shapes no instance: scaling must not restart the running ones.
-        "spec": ctx.model.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
+        # The replica count and the rollout pace shape no instance: changing them restarts nothing.
+        "spec": ctx.model.spec.model_dump(
+            mode="json", by_alias=True, exclude={"replicas", "max_surge", "max_unavailable"}
+        ),
         "backend": ctx.backend,
         "category": ctx.category,
         "context": ctx.context,
@@ -98,12 +93,7 @@ def plan(
         {a.name: a.reserved_bytes() for a in cluster.spec.agents if a.reserved is not None},
     )
     ports = PortBook(workers, cluster.spec.ports())
-    contexts = {}
-    for model in desired.models:
-        key = source_key(model.spec.source)
-        contexts[model.metadata.name] = ModelContext.resolve(
-            model, cluster, facts.metadata.get(key), facts.errors.get(key), observed.workers
-        )
+    contexts = _contexts(desired, observed, facts)
     hashes = {name: model_hash(ctx) for name, ctx in contexts.items()}
     grace = cluster.spec.reschedule.grace_period_seconds
 
@@ -150,7 +140,8 @@ def plan(
                     Action("delete", w, i, f"{reason}; the new spec cannot be placed") for w, i in old_members
                 )
                 continue
-            placed = _render(ctx, outcome, replica, hashes[name], workers, ports, old_members)
+            previous = {(w, i.id): i.port for w, i in old_members}
+            placed = render_replica(ctx, outcome, replica, hashes[name], workers, _port_of(ports, previous))
             if placed is None:
                 pending.append(PendingReplica(name, replica, ports.refusal))
                 actions.extend(Action("delete", w, i, reason) for w, i in old_members)
@@ -161,82 +152,26 @@ def plan(
     return Plan.build(revision, actions, pending)
 
 
+def _contexts(desired: Desired, observed: ObservedState, facts: Facts) -> dict[str, ModelContext]:
+    """Each model resolved against its facts: backend, category, context, parallel."""
+    contexts = {}
+    for model in desired.models:
+        key = source_key(model.spec.source)
+        contexts[model.metadata.name] = ModelContext.resolve(
+            model, desired.cluster, facts.metadata.get(key), facts.errors.get(key), observed.workers
+        )
+    return contexts
+
+
+def _port_of(ports: PortBook, previous: Mapping[tuple[str, str], int]) -> PortFor:
+    """Each process its port: the one it had while still free, else the lowest free one."""
+    return lambda worker, instance: ports.take(worker, previous.get((worker, instance)))
+
+
 def _hold(capacity: Capacity, ports: PortBook, group: _Group, model: str) -> None:
     for worker, instance in group.members:
         capacity.take(worker, instance.claim, model, instance.id)
         ports.hold(worker, instance.port)
-
-
-def _render(
-    ctx: ModelContext,
-    placement: Placement,
-    replica: int,
-    mhash: str,
-    workers: Mapping[str, Worker],
-    ports: PortBook,
-    old: list[tuple[str, ObservedInstance]],
-) -> list[tuple[str, InstanceSpec]] | None:
-    """Every process of one replica: helpers first (the main one names their addresses)."""
-    base = f"{ctx.name}-{replica}"
-    previous = {(w, i.id): i.port for w, i in old}
-    placed: list[tuple[str, InstanceSpec]] = []
-    rpc: list[str] = []
-    env: dict[str, str] = {}
-    main_worker = workers[placement.worker]
-    if placement.subordinates and placement.strategy == "ray":
-        head_id = f"{base}-ray-head"
-        port = ports.take(main_worker.name, previous.get((main_worker.name, head_id)))
-        if port is None:
-            return None
-        placed.append(
-            (
-                main_worker.name,
-                render_helper(
-                    ctx,
-                    "ray-head",
-                    main_worker,
-                    placement.gpus,
-                    placement.claim.model_copy(update={"ram": 0, "vram": {}}),
-                    port,
-                    head_id,
-                    replica,
-                    mhash,
-                    cache_vram=placement.claim.vram_total,
-                ),
-            )
-        )
-        env["RAY_ADDRESS"] = f"127.0.0.1:{port}"
-    for index, sub in enumerate(placement.subordinates):
-        worker = workers[sub.worker]
-        helper_id = f"{base}-{sub.role}-{index}"
-        port = ports.take(worker.name, previous.get((worker.name, helper_id)))
-        if port is None:
-            return None
-        head = env.get("RAY_ADDRESS", "").replace("127.0.0.1", main_worker.ip)
-        placed.append(
-            (
-                worker.name,
-                render_helper(
-                    ctx,
-                    sub.role,
-                    worker,
-                    sub.gpus,
-                    sub.claim,
-                    port,
-                    helper_id,
-                    replica,
-                    mhash,
-                    head,
-                    sub.claim.vram_total,
-                ),
-            )
-        )
-        rpc.append(f"{worker.ip}:{port}")
-    port = ports.take(main_worker.name, previous.get((main_worker.name, base)))
-    if port is None:
-        return None
-    placed.append((main_worker.name, render_main(ctx, placement, main_worker, port, base, replica, mhash, rpc, env)))
-    return placed
 
 
 def _layout(ctx: ModelContext, placement: Placement) -> Layout:

@@ -67,6 +67,7 @@ def _environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=False,
         finalize=placeholder,
+        auto_reload=False,  # the templates ship with the package: no stat per render
     )
 
 

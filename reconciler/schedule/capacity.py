@@ -42,6 +42,10 @@ class Capacity:
         # The most any one GPU can give before claims: a quick bound for single-GPU placements.
         self.largest_free = max(self.vram_free.values(), default=0)
         self.gpu_totals = {w.name: [(g.index, g.memory_total) for g in w.gpus] for w in self.workers.values()}
+        # Per worker, the most VRAM one GPU can still give and the smallest GPU: lets a placement
+        # skip a full worker without looking at its GPUs (most workers, late in a large plan).
+        self._most_free: dict[str, int] = {}  # computed when asked, forgotten by ``take``
+        self.smallest_gpu = {name: min((t for _, t in gpus), default=0) for name, gpus in self.gpu_totals.items()}
         self.ram_claimed: Counter[str] = Counter()
         self.vram_claimed: Counter[tuple[str, int]] = Counter()
         self.model_count: Counter[tuple[str, str]] = Counter()  # (worker, model) -> instances
@@ -49,6 +53,14 @@ class Capacity:
         self.instance_count: Counter[str] = Counter()
         self.gpu_instance_count: Counter[tuple[str, int]] = Counter()
         self.holders: dict[tuple[str, int], list[str]] = {}  # instances holding VRAM per GPU, for reasons
+
+    def most_free(self, worker: str) -> int:
+        """The most VRAM one of the worker's GPUs can still give (-1 without GPUs)."""
+        found = self._most_free.get(worker)
+        if found is None:
+            found = max((self.vram_free[(worker, i)] for i, _ in self.gpu_totals.get(worker, ())), default=-1)
+            self._most_free[worker] = found
+        return found
 
     def gpu(self, worker: str, index: int) -> tuple[int, bool] | None:
         return self.devices.get((worker, index))
@@ -89,3 +101,5 @@ class Capacity:
             self.gpu_instance_count[(worker, index)] += 1
         self.model_count[(worker, model)] += 1
         self.instance_count[worker] += 1
+        if claim.vram:
+            self._most_free.pop(worker, None)

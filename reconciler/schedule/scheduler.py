@@ -10,17 +10,11 @@ from reconciler.estimate.metadata import ModelMetadata
 from reconciler.observe import GIB, Worker
 from reconciler.schedule.capacity import Capacity
 from reconciler.schedule.filters import Filtered, filter_workers, has_backend
+from reconciler.schedule.gguf import GGUFShape, gguf_candidates
 from reconciler.schedule.placement import Placement, Unschedulable
+from reconciler.schedule.request import GPUShare, Outcome, Request
 from reconciler.schedule.scorers import best
-from reconciler.schedule.strategies import (
-    GGUFShape,
-    GPUShare,
-    Outcome,
-    Request,
-    cpu_candidates,
-    gguf_candidates,
-    share_candidates,
-)
+from reconciler.schedule.share import cpu_candidates, share_candidates
 from reconciler.spec import BackendParameter, Cluster, Model, WorkerSelector, parse_backend_parameters
 
 LLAMA_FAMILY = ("llama-box", "llama-cpp")

@@ -1,7 +1,7 @@
 """The reconcile loop, Flux-shaped and level-triggered.
 
 One pass: fetch the source when due (a new revision is recorded as attempted first, then
-loaded and validated); observe every agent; plan off the event loop; pace rollouts; apply
+loaded and validated); observe every agent; plan the next step off the event loop; apply
 to the agents whose set differs; record the revision as applied only when that succeeded.
 Each outcome has its requeue rule (``requeue_after``). An invalid or refused revision is
 never applied and never retried: the last good one keeps being reconciled until a new
@@ -15,7 +15,7 @@ import contextlib
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 from functools import partial
@@ -23,11 +23,19 @@ from pathlib import Path
 from typing import Any, Literal, Protocol
 
 from reconciler.errors import SourceUnavailable, SpecInvalid
-from reconciler.estimate import gather_cached
-from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
-from reconciler.plan import Facts, Plan, plan
+from reconciler.estimate import FactBook, cache_file
+from reconciler.observe import (
+    ApplyResult,
+    InstanceSpec,
+    ObservedState,
+    Sets,
+    apply_sets,
+    observe_agents,
+    probe_health,
+    put_instances,
+)
+from reconciler.plan import Plan, Rollout, step
 from reconciler.server.metrics import Metrics
-from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.status import build_status
 from reconciler.server.store import Assignment, Store
 from reconciler.server.workers import WorkerBook, fence
@@ -90,13 +98,8 @@ class Condition:
         }
 
 
-def _plan_pass(desired: Desired, view: ObservedState, assigned: dict[str, str], revision: str) -> Plan:
-    found, failed = gather_cached(desired.models, view, [], desired.cluster.spec.huggingface.endpoint)
-    return plan(desired, view, assigned, Facts(found, failed), revision)
-
-
-def _instances_key(specs: Sequence[InstanceSpec]) -> list[tuple[str, str]]:
-    return sorted((s.id, s.spec_hash) for s in specs)
+def _put(token: str | None, sets: Sets, generation: int) -> list[ApplyResult]:
+    return put_instances(sets, token, generation)
 
 
 class Reconciler:
@@ -118,6 +121,7 @@ class Reconciler:
         self.on_state = on_state
         self.worker_poll = worker_poll
         self.planner = planner
+        self.facts = FactBook(disk=cache_file())  # read here, once per change; the planner gets data
         self.clock = time.time
         self.metrics = Metrics()
         self.book = WorkerBook()
@@ -195,31 +199,24 @@ class Reconciler:
         desired = self.desired
         observed = await self._observe(desired)
         view = fence(self.book.view(self.clock()), self.assigned)
-        result = await self.compute_plan(desired, view)
-        surging = surge(desired, result, view)
-        if surging:  # room for one more replica beside the old ones: no replica down while replaced
-            wider = await self.compute_plan(widen(desired, surging), view)
-            counts = {m.metadata.name: m.spec.replicas for m in desired.models}
-            if not any(p.model in surging and p.replica == counts[p.model] for p in wider.pending):
-                result = wider
-        paced, self.rollouts = pace(result, view)
-        self.plan = paced
+        paced = await self.compute_plan(desired, view)  # the next step of every rollout (plan.step)
+        self.plan, self.rollouts = paced, paced.rollouts
         sets = paced.desired_sets()
-        ready = self.book.ready()
-        running = {w.name: _instances_key(w.instances) for w in observed.workers}
-        drift = [
-            (agent, sets.get(agent.name, []))
-            for agent in desired.cluster.spec.agents
-            if agent.name in ready and _instances_key(sets.get(agent.name, [])) != running.get(agent.name, [])
-        ]
+        applied = await asyncio.to_thread(
+            apply_sets,
+            desired.cluster.spec.agents,
+            sets,
+            observed,
+            self.book.ready(),
+            partial(_put, self.agent_token),
+            self.store.next_generation,
+        )
+        drift = applied.sent
         outcome: Outcome = "UpToDate"
         if drift:
-            generation = self.store.next_generation()
-            results = await asyncio.to_thread(put_instances, drift, self.agent_token, generation)
-            failed = [r for r in results if not r.ok]
-            for r in results:
+            for r in drift:
                 self._event("Warning" if not r.ok else "Normal", "Apply", f"worker/{r.agent}", r.detail)
-            if failed:
+            if applied.failed:
                 return "AgentUnavailable"
             self.metrics.applied(paced)
             outcome = "Applied"
@@ -247,9 +244,11 @@ class Reconciler:
         return outcome
 
     async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
-        """Plan off the event loop: in the planner process when there is one, else a thread."""
+        """The next step, planned off the event loop: in the planner process when there is one, else a thread."""
+        endpoint = desired.cluster.spec.huggingface.endpoint
+        facts = await asyncio.to_thread(self.facts.gather, desired.models, view, endpoint)
         # The YAML nodes kept for error locations are not needed to plan, nor worth pickling.
-        call = partial(_plan_pass, replace(desired, locations={}), view, dict(self.assigned), self.desired_revision)
+        call = partial(step, replace(desired, locations={}), view, dict(self.assigned), facts, self.desired_revision)
         if self.planner is None:
             return await asyncio.to_thread(call)
         return await asyncio.get_running_loop().run_in_executor(self.planner, call)

@@ -52,7 +52,7 @@ def test_download_reports_progress(tmp_path):
 
 
 def test_interrupted_download_resumes(tmp_path):
-    big = 24 * 1024 * 1024  # huggingface_hub writes 10 MiB chunks: break off after the first one
+    big = 24 * 1024 * 1024  # break off after the first half, then resume
     source = repo(tmp_path, big)
     cache = tmp_path / "cache"
     with hub_mirror(tmp_path / "hub", drop_after=big // 2) as mirror:

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import gguf
-import httpx
 import numpy as np
 import pytest
 
 from reconciler.errors import SourceUnavailable
-from reconciler.estimate.gguf import GGML_BLOCKS, FileSource, GGUFError, HttpRangeSource, pick_mmproj, read_header
-from reconciler.estimate.metadata import HuggingFaceClient, ModelMetadata, read_hub
+from reconciler.estimate.gguf import GGML_BLOCKS, FileSource, GGUFError, pick_mmproj, read_header
+from reconciler.estimate.hub import Fetcher, HuggingFace
+from reconciler.estimate.metadata import ModelMetadata, read_hub
 from tests.hub_mirror import hub_mirror
 
 
@@ -125,10 +125,10 @@ def test_remote_header_by_range_requests(tmp_path, gemma_path):
     repo.mkdir(parents=True)
     (repo / "gemma-3-270m-q4_k_m.gguf").symlink_to(gemma_path)
     (repo / "mmproj-f16.gguf").write_bytes(b"GGUF")
-    with hub_mirror(tmp_path) as mirror, httpx.Client() as client:
+    with hub_mirror(tmp_path) as mirror, Fetcher() as client:
         metadata = read_hub(
             "hf:google/gemma-3-270m-GGUF/*q4_k_m.gguf",
-            HuggingFaceClient(mirror.url, client),
+            HuggingFace(mirror.url, client),
             "google/gemma-3-270m-GGUF",
             "main",
             "*q4_k_m.gguf",
@@ -143,20 +143,9 @@ def test_remote_header_by_range_requests(tmp_path, gemma_path):
 def test_remote_missing_repo_and_file(tmp_path):
     (tmp_path / "org" / "repo").mkdir(parents=True)
     (tmp_path / "org" / "repo" / "a.gguf").write_bytes(b"x")
-    with hub_mirror(tmp_path) as mirror, httpx.Client() as client:
-        hub = HuggingFaceClient(mirror.url, client)
-        with pytest.raises(SourceUnavailable, match="repository not found"):
+    with hub_mirror(tmp_path) as mirror, Fetcher() as client:
+        hub = HuggingFace(mirror.url, client)
+        with pytest.raises(SourceUnavailable, match="repository org/none not found"):
             read_hub("hf:org/none", hub, "org/none", "main", "*.gguf")
         with pytest.raises(SourceUnavailable, match="no file matches"):
             read_hub("hf:org/repo", hub, "org/repo", "main", "*Q8_0.gguf")
-
-
-def test_range_source_survives_servers_without_range(tmp_path):
-    data = bytes(range(256)) * 1000
-
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(200, content=data)
-
-    with httpx.Client(transport=httpx.MockTransport(handler)) as client:
-        source = HttpRangeSource("http://hub/file", client, block=1000)
-        assert source.read(1500, 600) == data[1500:2100]

@@ -1,15 +1,15 @@
-"""Model metadata from local folders and from a hub mirror (huggingface_hub against HF_ENDPOINT-style URLs)."""
+"""Model metadata from local folders and from a hub mirror (our hub client against HF_ENDPOINT-style URLs)."""
 
 from __future__ import annotations
 
 import json
 import struct
 
-import httpx
 import pytest
 
 from reconciler.errors import SourceUnavailable
-from reconciler.estimate.metadata import HuggingFaceClient, match_file, read_hub, read_local
+from reconciler.estimate.hub import Fetcher, HuggingFace
+from reconciler.estimate.metadata import match_file, read_hub, read_local
 from tests.hub_mirror import hub_mirror
 
 CONFIG = {
@@ -44,10 +44,10 @@ def test_local_safetensors_folder(tmp_path):
     assert metadata.category() == "llm"
 
 
-def test_hub_safetensors_through_huggingface_hub(tmp_path):
+def test_hub_safetensors_through_the_hub_client(tmp_path):
     make_repo(tmp_path)
-    with hub_mirror(tmp_path) as mirror, httpx.Client() as client:
-        metadata = read_hub("hf:Qwen/Tiny", HuggingFaceClient(mirror.url, client), "Qwen/Tiny", "main", None)
+    with hub_mirror(tmp_path) as mirror, Fetcher() as client:
+        metadata = read_hub("hf:Qwen/Tiny", HuggingFace(mirror.url, client), "Qwen/Tiny", "main", None)
     assert (metadata.architectures, metadata.attention_heads, metadata.max_position_embeddings) == (
         ["Qwen2ForCausalLM"],
         14,
@@ -59,13 +59,13 @@ def test_hub_safetensors_through_huggingface_hub(tmp_path):
 def test_hub_without_config_asks_for_a_file(tmp_path):
     (tmp_path / "org" / "ggufs").mkdir(parents=True)
     (tmp_path / "org" / "ggufs" / "a.gguf").write_bytes(b"GGUF")
-    with hub_mirror(tmp_path) as mirror, httpx.Client() as client, pytest.raises(SourceUnavailable, match="config"):
-        read_hub("hf:org/ggufs", HuggingFaceClient(mirror.url, client), "org/ggufs", "main", None)
+    with hub_mirror(tmp_path) as mirror, Fetcher() as client, pytest.raises(SourceUnavailable, match="config"):
+        read_hub("hf:org/ggufs", HuggingFace(mirror.url, client), "org/ggufs", "main", None)
 
 
 def test_unreachable_hub_is_source_unavailable():
-    with httpx.Client() as client, pytest.raises(SourceUnavailable):
-        read_hub("hf:a/b", HuggingFaceClient("http://127.0.0.1:9", client), "a/b", "main", None)
+    with Fetcher() as client, pytest.raises(SourceUnavailable):
+        read_hub("hf:a/b", HuggingFace("http://127.0.0.1:9", client), "a/b", "main", None)
 
 
 def test_match_file_picks_the_first_split_part():

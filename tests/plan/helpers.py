@@ -7,11 +7,10 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import httpx
-
-from reconciler.estimate import ModelMetadata, gather, load_catalog
+from reconciler.estimate import FactBook, HubConfig, ModelMetadata, load_catalog
 from reconciler.observe import ObservedInstance, ObservedState, Worker, load_snapshot
 from reconciler.plan import Facts, Plan, plan
+from reconciler.plan import step as next_step
 from reconciler.spec import Desired, load_desired
 from tests.conftest import ROOT
 
@@ -78,10 +77,15 @@ def apply(result: Plan, observed: ObservedState) -> ObservedState:
 
 def gathered(d: Desired, observed: ObservedState, extra: Facts) -> Facts:
     """Facts as the CLI gathers them: recorded ones first, then the agents' reports and local files."""
-    with httpx.Client() as client:
-        found, failed = gather(d.models, observed, extra.metadata, client, CLOSED_HUB)
-    return Facts(found, failed)
+    book = FactBook(hubs=HubConfig(CLOSED_HUB, None, CLOSED_HUB, None))
+    book.recorded.update(extra.metadata)
+    return book.gather(d.models, observed)
 
 
 def run(d: Desired, observed: ObservedState, f: Facts | None = None) -> Plan:
     return plan(d, observed, {}, gathered(d, observed, f or facts()))
+
+
+def step(d: Desired, observed: ObservedState, f: Facts | None = None) -> Plan:
+    """The next step, as ``plan``, ``apply`` and the server take it."""
+    return next_step(d, observed, {}, gathered(d, observed, f or facts()))

@@ -24,7 +24,7 @@ def test_text_output():
 
 def test_json_shape():
     body = json.loads(to_json(run(quickstart(), snapshot("cpu-only.yaml"))))
-    assert set(body) == {"revision", "summary", "actions", "pending"}
+    assert set(body) == {"revision", "summary", "actions", "pending", "rollouts"}
     assert body["summary"] == {"create": 1, "replace": 0, "delete": 0, "keep": 0, "pending": 0}
     [action] = body["actions"]
     assert set(action) == {
@@ -43,6 +43,9 @@ def test_json_shape():
         "pipelineParallel",
         "offloadLayers",
         "totalLayers",
+        "surge",
+        "step",
+        "of",
         "role",
         "modelHash",
         "specHash",
@@ -83,5 +86,5 @@ def test_no_changes_after_apply_and_replace_on_change(tmp_path):
 def test_markdown():
     text = to_markdown(run(quickstart(), snapshot("cpu-only.yaml")))
     assert "**Plan: 1 to create, 0 to replace, 0 to delete.**" in text
-    assert "| `+` create | `gemma-3-270m-0` | local | - | cpu 0/19 layers |" in text
+    assert "| `+` create | ` gemma-3-270m-0 ` | ` local ` | - | ` cpu 0/19 layers ` |" in text
     assert "<details><summary>Command lines</summary>" in text
