@@ -8,7 +8,7 @@ from typing import Any
 from reconciler.observe import ObservedInstance, ObservedState
 from reconciler.plan import Plan
 from tests.plan.helpers import apply, desired, run, worker
-from tests.server.test_rollout import web
+from tests.plan.test_step import web
 
 PLACED = ("create", "replace")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from reconciler.observe import ModelFile, ObservedState
 from reconciler.server import WorkerBook, fence
 from tests.plan.helpers import apply, desired, run, worker
-from tests.server.test_rollout import web
+from tests.plan.test_step import web
 from tests.server.test_workers import instance, lost, report
 
 CLUSTER = """
