@@ -63,6 +63,15 @@ def shallow_bytes(path: Path) -> int:
     return total
 
 
+def not_executable(path: Path) -> None:
+    """Clear the execute bits of a downloaded file, or of every file under a downloaded folder:
+    a model file is data, never a program (the agent also refuses to run one)."""
+    for file in [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+        mode = file.stat().st_mode
+        if mode & 0o111:
+            file.chmod(mode & ~0o111)
+
+
 @dataclass
 class Progress:
     """Download progress the supervisor reads while a fetch runs in a thread."""
@@ -91,9 +100,13 @@ class ModelFiles:
             if not target.exists():
                 raise SourceUnavailable(f"{ref.path} does not exist on this worker")
             return target
-        if ref.source.startswith("ms:"):
-            return self._fetch_modelscope(ref, progress)
-        return self._fetch_huggingface(ref, progress)
+        fetched = (
+            self._fetch_modelscope(ref, progress)
+            if ref.source.startswith("ms:")
+            else self._fetch_huggingface(ref, progress)
+        )
+        not_executable(fetched)
+        return fetched
 
     def _fetch_huggingface(self, ref: ModelFileRef, progress: Progress) -> Path:
         root = self.cache_dir / "huggingface" / ref.repo
