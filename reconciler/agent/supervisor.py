@@ -32,10 +32,9 @@ import psutil
 from reconciler.agent.files import ModelFiles, Progress
 from reconciler.agent.procs import Children, describe, listeners, port_taken, tree, tree_listening, tree_rss
 from reconciler.agent.record import AgentRecord, ProcessRecord, RecordNotSaved, load_record, save_record
-from reconciler.agent.wire import generation_ceiling
+from reconciler.agent.wire import generation_ceiling, refused_environment
 from reconciler.observe import InstanceSpec, ObservedInstance
 from reconciler.render import spec_hash
-from reconciler.spec.env_names import refused_env
 
 log = logging.getLogger("reconciler.agent")
 
@@ -320,10 +319,9 @@ class Supervisor:
 
         Raises PermissionError naming a refused variable (``validate`` refuses it too).
         """
-        for name in spec.env:
-            refusal = refused_env(name)
-            if refusal is not None:
-                raise PermissionError(f"env {refusal}")
+        refusal = refused_environment(spec.env)
+        if refusal is not None:
+            raise PermissionError(refusal)
         base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
         return {"PATH": os.defpath, **base, **spec.env, INSTANCE_ENV: spec.id, DATA_DIR_ENV: str(self.data_dir)}
 

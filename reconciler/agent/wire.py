@@ -15,6 +15,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.observe import InstanceSpec
+from reconciler.spec.env_names import refused_env
 from reconciler.spec.models import HEALTH_PATH
 from reconciler.spec.models import REPO as REPO_PATTERN
 
@@ -90,6 +91,15 @@ def _not_ahead(generation: int) -> int:
             f"(nanoseconds since the epoch, now {time.time_ns()}); it would lock out every later set"
         )
     return generation
+
+
+def refused_environment(env: dict[str, str]) -> str | None:
+    """Why the agent will not start a process with this environment (the spawn-time check)."""
+    for name in env:
+        refusal = refused_env(name)
+        if refusal is not None:
+            return f"env {refusal}"
+    return None
 
 
 class InstanceSet(BaseModel):
