@@ -15,6 +15,8 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,27 @@ from ruamel.yaml.nodes import CollectionNode, Node, ScalarNode
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.spec.models import API_VERSION, DNS_LABEL, ENV_NAME, KINDS, LABEL_KEY, Resource
+from reconciler.spec.scanner import FastCommentScanner
 
 MAX_FILE_BYTES = 1024 * 1024
-MAX_NODES = 100_000  # per file, every alias counted as the nodes it stands for
+# Values per file, every alias counted as the nodes it stands for and every document as one;
+# ruamel's pure-Python parser spends about 50 us on each, so these caps keep `validate`
+# and `plan` within their 10 s on the largest input they admit (bench/hostile_input.py).
+MAX_NODES = 30_000
+MAX_TOTAL_NODES = 60_000  # over every file of one `validate`/`plan`
+_total_left: ContextVar[list[int] | None] = ContextVar("_total_left", default=None)
+
+
+@contextmanager
+def total_budget() -> Iterator[None]:
+    """Count the values of every file read inside the block against MAX_TOTAL_NODES."""
+    token = _total_left.set([MAX_TOTAL_NODES])
+    try:
+        yield
+    finally:
+        _total_left.reset(token)
+
+
 MAX_DEPTH = 16
 MAX_INT = 2**63 - 1
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")}
@@ -177,6 +197,7 @@ class _BoundedComposer(Composer):
 
     def compose_document(self) -> Any:
         self.sizes = {}
+        self._count(1, self.parser.peek_event().start_mark)
         return super().compose_document()
 
     def compose_node(self, parent: Any, index: Any) -> Any:
@@ -201,7 +222,14 @@ class _BoundedComposer(Composer):
     def _count(self, nodes: int, mark: StreamMark) -> None:
         self.nodes += nodes
         if self.nodes > MAX_NODES:
-            raise LimitExceeded(f"more than {MAX_NODES} values in one file (aliases count as what they repeat)", mark)
+            raise LimitExceeded(
+                f"more than {MAX_NODES} values in one file (documents count, aliases count as what they repeat)", mark
+            )
+        total = _total_left.get()
+        if total is not None:
+            total[0] -= nodes
+            if total[0] < 0:
+                raise LimitExceeded(f"more than {MAX_TOTAL_NODES} values in all the files together", mark)
 
     @staticmethod
     def _check(event: ScalarEvent | CollectionStartEvent) -> None:
@@ -270,6 +298,7 @@ for _name in ("bool", "float", "null"):
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Scanner = FastCommentScanner
     yaml.Composer = _BoundedComposer
     yaml.Constructor = _BoundedConstructor
     return yaml
