@@ -48,6 +48,24 @@ def snapshot_at_the_cap() -> str:
     return json.dumps(workers)
 
 
+def gguf_at_the_header_cap(path: Path) -> None:
+    """A GGUF whose vocabulary fills its header up to the reader's 64 MiB cap."""
+    import gguf
+
+    from reconciler.estimate.gguf import MAX_HEADER_BYTES
+
+    writer = gguf.GGUFWriter(path, "llama")
+    for key, value in (("block_count", 2), ("embedding_length", 64), ("context_length", 2048)):
+        writer.add_uint64(f"llama.{key}", value)
+    for key, value in (("attention.head_count", 4), ("attention.head_count_kv", 4)):
+        writer.add_uint64(f"llama.{key}", value)
+    token = "x" * 24
+    writer.add_token_list([token] * ((MAX_HEADER_BYTES - 4096) // (8 + len(token))))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.close()
+
+
 def validate_cases() -> dict[str, Callable[[Path], list[Path]]]:
     def one(text: str) -> Callable[[Path], list[Path]]:
         def write(folder: Path) -> list[Path]:
@@ -89,10 +107,15 @@ def run_case(kind: str, name: str) -> None:
             start, cpu = time.perf_counter(), time.process_time()
             report = validate_paths(paths)
             outcome = report.diagnostics[0].message[:50] if report.diagnostics else "valid"
-        else:
+        elif kind == "plan":
             (folder / "snapshot.json").write_text(snapshot_at_the_cap(), encoding="utf-8")
             start, cpu = time.perf_counter(), time.process_time()
             outcome = _plan(folder / "snapshot.json")
+        else:
+            # Written by another process, so its own memory is not counted here.
+            subprocess.run([sys.executable, __file__, "--gguf", str(folder / "m.gguf")], check=True)
+            start, cpu = time.perf_counter(), time.process_time()
+            outcome = _plan_gguf(folder)
         seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"wall": seconds, "cpu": cpu, "peak": peak, "outcome": outcome}))
@@ -110,12 +133,30 @@ def _plan(snapshot: Path) -> str:
     return f"{len(state.workers)} workers, {len(result.actions)} actions, {len(result.pending)} pending"
 
 
+def _plan_gguf(folder: Path) -> str:
+    from typer.testing import CliRunner
+
+    from reconciler.cli import app
+
+    manifests = folder / "manifests"
+    manifests.mkdir()
+    (manifests / "m.yaml").write_text(MODEL.replace("/m.gguf", str(folder / "m.gguf")), encoding="utf-8")
+    snapshot = ROOT / "examples" / "snapshots" / "cpu-only.yaml"
+    result = CliRunner().invoke(app, ["plan", str(manifests), "--observed", str(snapshot)])
+    last = (result.stdout or result.stderr).strip().splitlines()
+    return f"exit {result.exit_code}: {last[-1][:60] if last else ''}"
+
+
 def main() -> None:
     if len(sys.argv) == 4 and sys.argv[1] == "--case":
         run_case(sys.argv[2], sys.argv[3])
         return
+    if len(sys.argv) == 3 and sys.argv[1] == "--gguf":
+        gguf_at_the_header_cap(Path(sys.argv[2]))
+        return
     cases = [("validate", name) for name in validate_cases()]
     cases.append(("plan", f"snapshot of {MAX_NODES} values (plan, multi-gpu-vllm)"))
+    cases.append(("plan-gguf", "local GGUF header at the 64 MiB cap (plan)"))
     for kind, name in cases:
         done = subprocess.run(
             [sys.executable, __file__, "--case", kind, name], capture_output=True, text=True, check=False
