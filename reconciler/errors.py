@@ -17,12 +17,14 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-# Characters that would break "one problem, one line" (user keys and values reach messages).
-_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+# Characters that would break "one problem, one line" (user keys and values reach messages),
+# and lone surrogates: a file name that is not UTF-8 carries them, and a strict UTF-8
+# stdout cannot print them.
+_UNPRINTABLE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 
 
 def one_line(text: str) -> str:
-    """``text`` with line breaks and other control characters written as escapes."""
+    """``text`` with line breaks, other control characters and lone surrogates written as escapes."""
     return _UNPRINTABLE.sub(lambda m: repr(m.group())[1:-1], text)
 
 

@@ -18,6 +18,7 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -25,6 +26,7 @@ from ruamel.yaml import YAML
 from typer.testing import CliRunner
 
 from reconciler.cli import app
+from tests.agent.test_hostile import Agent
 from tests.conftest import ROOT
 
 runner = CliRunner()
@@ -35,7 +37,7 @@ GGUF = "/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf"
 ABSENT = "/nonexistent/reconciler-fuzz/gemma.gguf"
 ERROR_LINE = re.compile(r"^.+:\d+:\d+: \S")
 FUZZ = settings(
-    max_examples=150,
+    max_examples=100,
     deadline=timedelta(seconds=10),  # the issue's bound for any one hostile file
     # The autouse cache fixture is per test, not per example: plans here never fill the cache.
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture],
@@ -98,6 +100,24 @@ HOSTILE = [
     "0o777",
     '"24 GiB"',
     "1099511627776",
+    # round 2 (issue 16): control characters, huge durations, odd tags, merges, directives, templates
+    "\x1b[2J",
+    "\u0085",
+    '"\\0"',
+    '"/h\\n"',
+    "1" + "0" * 400 + "ms",
+    "999999999h",
+    "0s",
+    "!!bool maybe",
+    '!!int ""',
+    "!!int [1]",
+    "!!str 1",
+    "<<: {bogus: 1}",
+    "%YAML 1.3\n---\n",
+    "{{" * 60,
+    "LD_PRELOAD: /x.so",
+    "PYTHONPATH: /x",
+    "# " + "x" * 5000,
 ]
 
 _leaves = (
@@ -107,6 +127,7 @@ _leaves = (
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(max_size=20)
     | st.sampled_from(["24GiB", "llama-cpp", "Running", "/m.gguf", "a/b", "-1", "0", "1e999", "NaN"])
+    | st.sampled_from(["a\x00b", "/health\n", "x\x1b", "1" + "0" * 400 + "ms", "25h", "999ms", "../x.gguf", "//h"])
 )
 VALUES = st.recursive(
     _leaves,
@@ -225,3 +246,35 @@ def test_fuzz_snapshots(snapshot: str, offline_hub: None) -> None:
 @given(catalog=mutated(CATALOG), manifests=st.sampled_from(sorted(MANIFESTS)))
 def test_fuzz_catalogs(catalog: str, manifests: str, offline_hub: None) -> None:
     _run(MANIFESTS[manifests], SNAPSHOTS[1], catalog)
+
+
+# --- the agent: request heads that are slow, cut short or garbage ---------------------------
+
+
+@pytest.fixture(scope="module")
+def agent(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Agent]:
+    running = Agent(tmp_path_factory.mktemp("fuzz-agent"))
+    try:
+        running.start()
+        yield running
+    finally:
+        running.stop()
+
+
+HEAD = b"PUT /v1/instances HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer t\r\nContent-Length: 10\r\n\r\n{}"
+heads = st.one_of(
+    st.binary(max_size=200),
+    st.integers(0, len(HEAD)).map(lambda n: HEAD[:n]),
+    st.tuples(st.integers(0, len(HEAD)), st.binary(min_size=1, max_size=20)).map(lambda t: HEAD[: t[0]] + t[1]),
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(head=heads, linger=st.booleans())
+def test_fuzz_agent_request_heads(agent: Agent, head: bytes, linger: bool) -> None:
+    """Whatever a client sends, or leaves half-sent, the agent keeps answering /healthz."""
+    with socket.create_connection(("127.0.0.1", agent.port), timeout=10) as sock:
+        sock.sendall(head)
+        if linger:  # the connection stays open, its headers unfinished, while another client asks
+            assert httpx.get(f"{agent.url}/healthz", timeout=10).status_code == 200
+    assert httpx.get(f"{agent.url}/healthz", timeout=10).status_code == 200

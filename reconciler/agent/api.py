@@ -18,6 +18,7 @@ from reconciler.agent.detect import detect_backends, detect_gpus, gpu_process_me
 from reconciler.agent.files import ModelFiles, file_id
 from reconciler.agent.gate import MAX_BODY, Gate
 from reconciler.agent.procs import children_table, describe, listeners
+from reconciler.agent.record import RecordNotSaved
 from reconciler.agent.supervisor import Supervisor, tail
 from reconciler.agent.wire import INSTANCE_ID, BodyInvalid, InstanceSet, LogLevel, parse_body
 from reconciler.observe import InstalledBackend, Worker
@@ -114,7 +115,10 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
         ids = [spec.id for spec in body.instances]
         if len(ids) != len(set(ids)):
             raise HTTPException(422, "instance ids repeat")
-        outcome = supervisor.accept(body.generation, body.instances)
+        try:
+            outcome = supervisor.accept(body.generation, body.instances)
+        except RecordNotSaved as exc:
+            raise HTTPException(507, str(exc)) from exc
         if outcome == "stale":
             raise HTTPException(
                 409,

@@ -60,6 +60,15 @@ def shallow_bytes(path: Path) -> int:
     return total
 
 
+def not_executable(path: Path) -> None:
+    """Clear the execute bits of a downloaded file, or of every file under a downloaded folder:
+    a model file is data, never a program (the agent also refuses to run one)."""
+    for file in [path] if path.is_file() else (p for p in path.rglob("*") if p.is_file() and not p.is_symlink()):
+        mode = file.stat().st_mode
+        if mode & 0o111:
+            file.chmod(mode & ~0o111)
+
+
 @dataclass
 class Progress:
     """Download progress the supervisor reads while a fetch runs in a thread."""
@@ -88,7 +97,9 @@ class ModelFiles:
             if not target.exists():
                 raise SourceUnavailable(f"{ref.path} does not exist on this worker")
             return target
-        return self._fetch_hub(ref, progress, modelscope=ref.source.startswith("ms:"))
+        fetched = self._fetch_hub(ref, progress, modelscope=ref.source.startswith("ms:"))
+        not_executable(fetched)
+        return fetched
 
     def _fetch_hub(self, ref: ModelFileRef, progress: Progress, modelscope: bool) -> Path:
         hubs = HubConfig.from_env()

@@ -15,6 +15,7 @@ import uvicorn
 
 from reconciler.agent.api import AgentConfig, create_app
 from reconciler.agent.files import ModelFiles
+from reconciler.agent.guard import GuardedHttpProtocol
 from reconciler.agent.record import StartRefused
 from reconciler.agent.supervisor import Supervisor
 
@@ -90,6 +91,13 @@ def run_agent(config: AgentConfig, host: str, debug: bool) -> None:
     supervisor = Supervisor(config.data_dir, files, allow_exec=config.allow_exec)
     app = create_app(config, supervisor, files)
     try:
-        uvicorn.run(app, host=host, port=config.port, log_level="debug" if debug else "info", access_log=debug)
+        uvicorn.run(
+            app,
+            host=host,
+            port=config.port,
+            http=GuardedHttpProtocol,  # header timeout and connection cap
+            log_level="debug" if debug else "info",
+            access_log=debug,
+        )
     finally:
         os.close(lock)

@@ -35,6 +35,11 @@ class StartRefused(ReconcilerError):
     """The agent will not start on this data dir; the message says why and what to do."""
 
 
+class RecordNotSaved(ReconcilerError):
+    """The accepted set could not be written to disk: the set in force stays the one before,
+    since a set acknowledged but not on disk would be undone by the agent's next start."""
+
+
 class RecordDamaged(StartRefused):
     """``state.json`` cannot be read: the agent refuses to start rather than stop instances it
     can no longer account for. The last good copy lies beside it."""

@@ -31,7 +31,8 @@ import psutil
 
 from reconciler.agent.files import ModelFiles, Progress
 from reconciler.agent.procs import Children, describe, listeners, port_taken, tree, tree_listening, tree_rss
-from reconciler.agent.record import AgentRecord, ProcessRecord, load_record, save_record
+from reconciler.agent.record import AgentRecord, ProcessRecord, RecordNotSaved, load_record, save_record
+from reconciler.agent.wire import generation_ceiling, refused_environment
 from reconciler.observe import InstanceSpec, ObservedInstance
 from reconciler.render import spec_hash
 
@@ -139,6 +140,9 @@ class Supervisor:
         self.files = files
         self.clock = clock
         self.record: AgentRecord = load_record(self.record_path)
+        if self.record.generation > generation_ceiling():  # written before generations were bounded
+            log.warning("generation %s is far ahead of the clock; any next set is taken", self.record.generation)
+            self.record = self.record.model_copy(update={"generation": 0})
         self.instances: dict[str, Instance] = {}
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
@@ -149,7 +153,8 @@ class Supervisor:
         """Take a new full set; an older generation (or a different set at the same one) is stale.
 
         Spec hashes are computed here, never taken from the client: a changed argv or port
-        under an unchanged hash must still replace the process.
+        under an unchanged hash must still replace the process. The new set is on disk before
+        it is in force: raises RecordNotSaved (and keeps the set before) when it cannot be written.
         """
         specs = [spec.model_copy(update={"spec_hash": spec_hash(spec)}) for spec in specs]
         same = sorted((s.id, s.spec_hash) for s in specs) == sorted((s.id, s.spec_hash) for s in self.record.instances)
@@ -157,20 +162,30 @@ class Supervisor:
             return "stale"
         if generation == self.record.generation:
             return "unchanged"
-        self.record = self.record.model_copy(update={"generation": generation, "instances": specs})
-        self._persist()
+        record = self.record.model_copy(
+            update={"generation": generation, "instances": specs, "processes": self._processes()}
+        )
+        try:
+            save_record(self.record_path, record)
+        except OSError as exc:
+            raise RecordNotSaved(
+                f"cannot write {self.record_path}: {exc.strerror or exc}; the set in force is unchanged"
+            ) from exc
+        self.record = record
         self.wake.set()
         return "unchanged" if same else "accepted"
 
-    def _persist(self) -> None:
-        processes = {
+    def _processes(self) -> dict[str, ProcessRecord]:
+        return {
             i.spec.id: ProcessRecord(
                 pid=i.pid, create_time=i.create_time, spec_hash=i.spec.spec_hash, restarts=i.restarts
             )
             for i in self.instances.values()
             if i.pid is not None and i.create_time is not None
         }
-        self.record = self.record.model_copy(update={"processes": processes})
+
+    def _persist(self) -> None:
+        self.record = self.record.model_copy(update={"processes": self._processes()})
         save_record(self.record_path, self.record)
 
     # --- start-up: adopt what still runs, kill what nobody wants -------------------------
@@ -300,6 +315,13 @@ class Supervisor:
         return self.log_dir / f"{instance_id}.log"
 
     def environment(self, spec: InstanceSpec) -> dict[str, str]:
+        """BASE_ENV from the agent, the spec's names (each on the allowlist), then the markers.
+
+        Raises PermissionError naming a refused variable (``validate`` refuses it too).
+        """
+        refusal = refused_environment(spec.env)
+        if refusal is not None:
+            raise PermissionError(refusal)
         base = {name: os.environ[name] for name in BASE_ENV if name in os.environ}
         return {"PATH": os.defpath, **base, **spec.env, INSTANCE_ENV: spec.id, DATA_DIR_ENV: str(self.data_dir)}
 
@@ -315,14 +337,17 @@ class Supervisor:
             if which is None:
                 raise FileNotFoundError(f"{program} is not on PATH ({env['PATH']})")
             found = os.path.abspath(which)
+        cache = os.path.join(os.path.realpath(self.files.cache_dir), "")
+        if os.path.realpath(found).startswith(cache):
+            raise PermissionError(f"{found} is a downloaded file; downloads are never run")
         if self.allow_exec and not any(fnmatch.fnmatchcase(found, glob) for glob in self.allow_exec):
             raise PermissionError(f"{found} is outside --allow-exec ({', '.join(self.allow_exec)})")
         return found
 
     def spawn(self, instance: Instance) -> bool:
         spec = instance.spec
-        env = self.environment(spec)
         try:
+            env = self.environment(spec)
             executable = self.executable(spec, env)
         except OSError as exc:
             self._fail(instance, None, f"cannot start: {exc}")

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Annotated, Any, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 
 from reconciler.observe import InstanceSpec
+from reconciler.spec.env_names import refused_env
+from reconciler.spec.models import HEALTH_PATH
+from reconciler.spec.models import REPO as REPO_PATTERN
 
 # DNS-1123 label characters; longer than a label because the planner appends
 # "-<replica>-rpc-server-<n>" to a 63-character model name. It is a file name
 # ("<id>.log.1"), so no "/", "." or NUL can get in.
 INSTANCE_ID = re.compile(r"^[a-z0-9]([-a-z0-9]{0,198}[a-z0-9])?$")
-REPO = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*$")
-# An absolute path (and query) on the instance's own host: never "//host" or "@host".
-HEALTH_PATH = re.compile(r"^/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:%/?-]*$")
+# The same rules as ``validate`` (spec.models), so what validates is accepted here.
+REPO = re.compile(REPO_PATTERN)
 
 
 class BodyInvalid(ValueError):
@@ -46,7 +49,7 @@ def check_spec(spec: InstanceSpec) -> InstanceSpec:
         )
     if not 1 <= spec.port <= 65535:
         raise ValueError(f"port {spec.port} is outside 1-65535")
-    if spec.health_path and not HEALTH_PATH.match(spec.health_path):
+    if spec.health_path and not HEALTH_PATH.fullmatch(spec.health_path):
         raise ValueError(f"healthPath {spec.health_path!r} must be a path such as /v1/models")
     if not spec.argv or not spec.argv[0]:
         raise ValueError("argv is empty")
@@ -70,12 +73,41 @@ def check_spec(spec: InstanceSpec) -> InstanceSpec:
     return spec
 
 
+MAX_GENERATION = 2**63 - 1
+# Reconcilers use nanosecond timestamps as generations; one far ahead of the clock would
+# lock every later reconciler out, so it is refused (the margin covers clock skew).
+GENERATION_MARGIN_NS = 3600 * 10**9
+
+
+def generation_ceiling() -> int:
+    """The highest generation this agent accepts now."""
+    return min(MAX_GENERATION, time.time_ns() + GENERATION_MARGIN_NS)
+
+
+def _not_ahead(generation: int) -> int:
+    if generation > generation_ceiling():
+        raise ValueError(
+            f"generation {generation} is more than {GENERATION_MARGIN_NS // 10**9} s ahead of this agent's clock "
+            f"(nanoseconds since the epoch, now {time.time_ns()}); it would lock out every later set"
+        )
+    return generation
+
+
+def refused_environment(env: dict[str, str]) -> str | None:
+    """Why the agent will not start a process with this environment (the spawn-time check)."""
+    for name in env:
+        refusal = refused_env(name)
+        if refusal is not None:
+            return f"env {refusal}"
+    return None
+
+
 class InstanceSet(BaseModel):
     """Body of ``PUT /v1/instances``: the full desired set and its generation."""
 
     model_config = ConfigDict(extra="forbid")
 
-    generation: int = Field(ge=0)
+    generation: Annotated[int, Field(ge=0, le=MAX_GENERATION), AfterValidator(_not_ahead)]
     instances: list[Annotated[InstanceSpec, AfterValidator(check_spec)]]
 
 

@@ -22,10 +22,22 @@ class ValidateOutput(StrEnum):
     json = "json"
 
 
+def _escape_data(text: str) -> str:
+    # As the runner's toolkit does (actions/toolkit, core/src/command.ts: escapeData).
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
+
+
+def _escape_property(text: str) -> str:
+    # escapeProperty: a property also ends at "," and the properties at "::".
+    return _escape_data(text).replace(":", "%3A").replace(",", "%2C")
+
+
 def _github_annotation(diagnostic: Diagnostic) -> str:
-    # GitHub's workflow-command syntax escapes these characters in the message.
-    message = str(diagnostic).replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
-    return f"::error file={diagnostic.path},line={diagnostic.line},col={diagnostic.col}::{message}"
+    """One ``::error`` workflow command; whatever a file name or message holds stays data."""
+    from reconciler.errors import one_line
+
+    where = f"file={_escape_property(one_line(diagnostic.path))},line={diagnostic.line},col={diagnostic.col}"
+    return f"::error {where}::{_escape_data(str(diagnostic))}"
 
 
 @app.command()

@@ -11,7 +11,7 @@ from ruamel.yaml.comments import CommentedMap, CommentedSeq
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.observe.state import Worker
-from reconciler.spec.loader import Document, plain, read_yaml_file
+from reconciler.spec.loader import Document, plain, read_yaml_file, value_error_message
 
 _WORKERS = TypeAdapter(list[Worker])
 
@@ -43,7 +43,16 @@ def load_snapshot(path: str | Path) -> ObservedState:
     try:
         workers = _WORKERS.validate_python(data)
     except ValidationError as exc:
-        raise SpecInvalid([_diagnostic(document, error["loc"], error["msg"]) for error in exc.errors()]) from exc
+        raise SpecInvalid(
+            [
+                _diagnostic(
+                    document,
+                    error["loc"],
+                    value_error_message(error) if error["type"] == "value_error" else error["msg"],
+                )
+                for error in exc.errors()
+            ]
+        ) from exc
     names = [w.name for w in workers]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:

@@ -47,6 +47,17 @@ def _bytes(value: object) -> object:
 
 
 ByteSize = Annotated[int, BeforeValidator(_bytes), Field(ge=0, le=MAX_BYTES)]
+
+
+def _claimed_bytes(value: object) -> object:
+    # A claim computed from huge (but each valid) facts may pass 2^63: it fits nowhere
+    # either way, so it saturates and the model stays Pending with its size named.
+    if isinstance(value, int) and not isinstance(value, bool) and value > MAX_BYTES:
+        return MAX_BYTES
+    return _bytes(value)
+
+
+ClaimBytes = Annotated[int, BeforeValidator(_claimed_bytes), Field(ge=0, le=MAX_BYTES)]
 Count = Annotated[int, Field(ge=0, le=MAX_BYTES)]
 InstanceStatus = Literal[
     "Pending", "Scheduled", "Downloading", "Starting", "Running", "Error", "Unreachable", "Stopped"
@@ -90,8 +101,8 @@ class GPUDevice(Observed):
 class ResourceClaim(Observed):
     """Memory an instance holds: RAM, and VRAM per GPU index of its worker."""
 
-    ram: ByteSize = 0
-    vram: dict[int, ByteSize] = {}
+    ram: ClaimBytes = 0
+    vram: dict[int, ClaimBytes] = {}
 
     @property
     def vram_total(self) -> int:
@@ -194,6 +205,13 @@ class GGUFFacts(Observed):
     output_bytes: ByteSize = 0
     embedding_bytes: ByteSize = 0
     other_bytes: ByteSize = 0
+
+    @model_validator(mode="after")
+    def _one_file(self) -> GGUFFacts:
+        total = sum(self.layer_bytes) + self.output_bytes + self.embedding_bytes + self.other_bytes
+        if total > MAX_BYTES:
+            raise ValueError(f"the tensors add up to {total} bytes, more than one file can hold ({MAX_BYTES})")
+        return self
 
 
 class ModelFile(Observed):

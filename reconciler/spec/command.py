@@ -29,6 +29,7 @@ VARIABLES = ("port", "model_path", "model_name", "host", "gpus", "worker", "cont
 # No filter here can grow its input (replace could, exponentially when chained).
 FILTERS = ("default", "d", "lower", "upper", "string", "int", "trim")
 MAX_TEMPLATE_CHARS = 4096
+MAX_DEPTH = 32  # expressions, conditions and ifs inside each other
 # Placeholders use Unicode private-use characters, which a template may not hold itself.
 _OPEN, _CLOSE = "\ue000", "\ue001"
 _ALLOWED_NODES = (
@@ -144,10 +145,23 @@ def compile_command(source: str) -> CommandTemplate:
     env = _environment()
     try:
         tree = env.parse(source)
+        _check_depth(tree)
+        _check_syntax(tree)
+        return CommandTemplate(source=source, template=env.from_string(tree))
     except jinja2.TemplateSyntaxError as exc:
         raise CommandTemplateError(f"template error: {exc.message}") from exc
-    _check_syntax(tree)
-    return CommandTemplate(source=source, template=env.from_string(tree))
+    except (RecursionError, SyntaxError) as exc:  # jinja2 and Python's compiler recurse: (((( ... or a + a + ...
+        raise CommandTemplateError(f"template is nested more than {MAX_DEPTH} levels deep") from exc
+
+
+def _check_depth(tree: nodes.Template) -> None:
+    """Refuse deep nesting before jinja2 compiles it (Python's compiler has its own, lower, limits)."""
+    stack: list[tuple[nodes.Node, int]] = [(tree, 0)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise CommandTemplateError(f"template is nested more than {MAX_DEPTH} levels deep")
+        stack.extend((child, depth + 1) for child in node.iter_child_nodes())
 
 
 SAMPLE_VARIABLES: dict[str, Any] = {

@@ -13,7 +13,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from reconciler.errors import Diagnostic, SpecInvalid
-from reconciler.spec.loader import Document, Loaded, manifest_files, read_documents, read_file, validate_document
+from reconciler.spec.loader import (
+    Document,
+    Loaded,
+    manifest_files,
+    read_documents,
+    read_file,
+    total_budget,
+    validate_document,
+)
 from reconciler.spec.models import Cluster, Metadata, Model, ModelRoute, WorkerSelector
 from reconciler.spec.rules import check
 
@@ -86,7 +94,12 @@ def _root_of(file: Path, roots: Sequence[Path], default: Path) -> Path:
 
 
 def validate_paths(paths: Sequence[str | Path]) -> Report:
-    """Load, schema-check and rule-check every manifest under ``paths``."""
+    """Load, schema-check and rule-check every manifest under ``paths`` (at most MAX_TOTAL_NODES values in all)."""
+    with total_budget():
+        return _validate_paths(paths)
+
+
+def _validate_paths(paths: Sequence[str | Path]) -> Report:
     diagnostics: list[Diagnostic] = []
     states: list[Desired] = []
     file_count = document_count = 0

@@ -15,6 +15,8 @@ import difflib
 import json
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,9 +32,27 @@ from ruamel.yaml.nodes import CollectionNode, Node, ScalarNode
 
 from reconciler.errors import Diagnostic, SpecInvalid
 from reconciler.spec.models import API_VERSION, DNS_LABEL, ENV_NAME, KINDS, LABEL_KEY, Resource
+from reconciler.spec.scanner import FastCommentScanner
 
 MAX_FILE_BYTES = 1024 * 1024
-MAX_NODES = 100_000  # per file, every alias counted as the nodes it stands for
+# Values per file, every alias counted as the nodes it stands for and every document as one;
+# ruamel's pure-Python parser spends about 50 us on each, so these caps keep `validate`
+# and `plan` within their 10 s on the largest input they admit (bench/hostile_input.py).
+MAX_NODES = 30_000
+MAX_TOTAL_NODES = 60_000  # over every file of one `validate`/`plan`
+_total_left: ContextVar[list[int] | None] = ContextVar("_total_left", default=None)
+
+
+@contextmanager
+def total_budget() -> Iterator[None]:
+    """Count the values of every file read inside the block against MAX_TOTAL_NODES."""
+    token = _total_left.set([MAX_TOTAL_NODES])
+    try:
+        yield
+    finally:
+        _total_left.reset(token)
+
+
 MAX_DEPTH = 16
 MAX_INT = 2**63 - 1
 _PLAIN_TAGS = {f"tag:yaml.org,2002:{name}" for name in ("str", "int", "float", "bool", "null", "seq", "map")}
@@ -77,15 +97,18 @@ class Loaded:
 
 
 def _key_position(node: CommentedMap, key: Any) -> tuple[int, int]:
-    line, col = node.lc.key(key)
+    try:
+        line, col = node.lc.key(key)
+    except KeyError:  # a key a merge (<<) brought in: the mapping itself is the place
+        line, col = node.lc.line, node.lc.col
     return line + 1, col + 1
 
 
 def _value_position(node: Any, key: Any) -> tuple[int, int]:
-    if isinstance(node, CommentedMap):
-        line, col = node.lc.value(key)
-    else:
-        line, col = node.lc.item(key)
+    try:
+        line, col = node.lc.value(key) if isinstance(node, CommentedMap) else node.lc.item(key)
+    except KeyError:
+        line, col = node.lc.line, node.lc.col
     return line + 1, col + 1
 
 
@@ -174,6 +197,7 @@ class _BoundedComposer(Composer):
 
     def compose_document(self) -> Any:
         self.sizes = {}
+        self._count(1, self.parser.peek_event().start_mark)
         return super().compose_document()
 
     def compose_node(self, parent: Any, index: Any) -> Any:
@@ -198,7 +222,14 @@ class _BoundedComposer(Composer):
     def _count(self, nodes: int, mark: StreamMark) -> None:
         self.nodes += nodes
         if self.nodes > MAX_NODES:
-            raise LimitExceeded(f"more than {MAX_NODES} values in one file (aliases count as what they repeat)", mark)
+            raise LimitExceeded(
+                f"more than {MAX_NODES} values in one file (documents count, aliases count as what they repeat)", mark
+            )
+        total = _total_left.get()
+        if total is not None:
+            total[0] -= nodes
+            if total[0] < 0:
+                raise LimitExceeded(f"more than {MAX_TOTAL_NODES} values in all the files together", mark)
 
     @staticmethod
     def _check(event: ScalarEvent | CollectionStartEvent) -> None:
@@ -211,27 +242,63 @@ class _BoundedComposer(Composer):
             )
 
 
+# What ruamel's constructors raise on a value they cannot read (2001-13-45, !!float x,
+# !!bool maybe, !!int ""): the input's fault, so a diagnostic, never a crash.
+_CONSTRUCTOR_FAILURES = (ValueError, TypeError, OverflowError, KeyError, IndexError, AttributeError)
+
+
 class _BoundedConstructor(RoundTripConstructor):
     def construct_object(self, node: Node, deep: bool = False) -> Any:
         try:
             return super().construct_object(node, deep)
-        except (ValueError, TypeError, OverflowError) as exc:  # 2001-13-45, !!float x, ...
-            raise ConstructorError(problem=f"cannot read this value: {exc}", problem_mark=node.start_mark) from exc
+        except _CONSTRUCTOR_FAILURES as exc:
+            value = f"{node.value!r} " if isinstance(node, ScalarNode) else "this value "
+            reason = "" if isinstance(exc, (KeyError, IndexError, AttributeError)) else f": {exc}"
+            raise ConstructorError(
+                problem=f"cannot read {value}as {_tag_name(node)}{reason}", problem_mark=node.start_mark
+            ) from exc
 
-    def construct_bounded_int(self, node: ScalarNode) -> Any:
+    @staticmethod
+    def _scalar(node: Node) -> ScalarNode:
+        if not isinstance(node, ScalarNode):
+            raise ConstructorError(
+                problem=f"{_tag_name(node)} needs a single value, not a list or mapping", problem_mark=node.start_mark
+            )
+        return node
+
+    def construct_bounded_int(self, node: Node) -> Any:
+        scalar = self._scalar(node)
         # Counting digits first spares converting thousands of them (quadratic in Python).
-        value = None if sum(c.isdigit() for c in node.value) > 64 else self.construct_yaml_int(node)
+        value = None if sum(c.isdigit() for c in scalar.value) > 64 else self.construct_yaml_int(scalar)
         if value is None or not -MAX_INT - 1 <= value <= MAX_INT:
             raise ConstructorError(problem="integer out of range (64 bits at most)", problem_mark=node.start_mark)
         return value
 
+    def construct_plain_str(self, node: Node) -> str:
+        """A string, ``!!str`` ones included (ruamel would wrap those in a TaggedScalar)."""
+        return str(self.construct_scalar(self._scalar(node)))
+
+
+def _tag_name(node: Node) -> str:
+    tag = str(node.tag or "")
+    return "!!" + tag.rsplit(":", 1)[-1] if tag.startswith("tag:yaml.org,2002:") else tag or "a value"
+
 
 _BoundedConstructor.add_constructor("tag:yaml.org,2002:int", _BoundedConstructor.construct_bounded_int)
+_BoundedConstructor.add_constructor("tag:yaml.org,2002:str", _BoundedConstructor.construct_plain_str)
+for _name in ("bool", "float", "null"):
+    _BoundedConstructor.add_constructor(
+        f"tag:yaml.org,2002:{_name}",
+        lambda self, node, base=RoundTripConstructor.yaml_constructors[f"tag:yaml.org,2002:{_name}"]: base(
+            self, self._scalar(node)
+        ),
+    )
 
 
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
     yaml.allow_duplicate_keys = False
+    yaml.Scanner = FastCommentScanner
     yaml.Composer = _BoundedComposer
     yaml.Constructor = _BoundedConstructor
     return yaml
@@ -289,6 +356,9 @@ def read_documents(path: str, raw: bytes) -> tuple[list[Document], list[Diagnost
             documents.append(Document(path, index, node, line, col))
     except YAMLError as exc:
         return [], [_yaml_error(path, exc)]
+    except AssertionError as exc:  # ruamel asserts on some directives (%YAML 1.3)
+        line = next((n for n, text in enumerate(text.splitlines(), 1) if text.startswith("%")), 1)
+        return [], [Diagnostic(path, line, 1, None, None, f"invalid YAML: {exc}")]
     return documents, []
 
 
@@ -329,12 +399,20 @@ def _message(error: Mapping[str, Any], allowed: Sequence[str]) -> str:
         given = error.get("input")
         what = "nothing" if given is None else f"a {_YAML_TYPES.get(type(given).__name__, type(given).__name__)}"
         return f"expected a mapping of fields (key: value), got {what}"
+    if kind == "value_error":
+        return value_error_message(error)
     if kind == "string_pattern_mismatch":
         pattern = str((error.get("ctx") or {}).get("pattern", ""))
         if pattern in PATTERN_WORDS:
             return PATTERN_WORDS[pattern]
     message = str(error["msg"])
     return message[0].lower() + message[1:] if message else kind
+
+
+def value_error_message(error: Mapping[str, Any]) -> str:
+    """A validator's own words, without pydantic's "Value error, " in front."""
+    cause = (error.get("ctx") or {}).get("error")
+    return str(cause) if cause is not None else str(error["msg"])
 
 
 def _allowed_keys(model: type, loc: Sequence[str | int]) -> list[str]:

@@ -8,13 +8,61 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Final, Literal
+from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints, field_validator
 from pydantic.alias_generators import to_camel
 
 API_VERSION: Final = "reconciler/v1"
 
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# owner/name; neither part may start with "." (a repo becomes folders under the agent's cache dir).
+REPO = r"^[A-Za-z0-9_-][A-Za-z0-9_.-]*/[A-Za-z0-9_-][A-Za-z0-9_.-]*$"
+# An absolute path (and query) on the instance's own host: never "//host" or "@host".
+HEALTH_PATH = re.compile(r"/(?![/\\])[A-Za-z0-9._~!$&'()*+,;=:%/?-]*")
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+_CONTROL_BUT_WHITESPACE = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+def _refuse(found: re.Match[str] | None) -> None:
+    if found is not None:
+        raise ValueError(
+            f"holds the control character {found.group()!r} at position {found.start()}: "
+            "command lines, environments and URLs cannot carry it"
+        )
+
+
+def no_control(value: str) -> str:
+    """Strings that reach an argv, an environment, a URL or an HTTP path: no NUL, newline or other control."""
+    _refuse(_CONTROL.search(value))
+    return value
+
+
+def _no_control_but_whitespace(value: str) -> str:
+    _refuse(_CONTROL_BUT_WHITESPACE.search(value))
+    return value
+
+
+def _on_the_instance(value: str) -> str:
+    if not HEALTH_PATH.fullmatch(value):
+        raise ValueError(f"{value!r} must be a path on the instance itself, such as /health (no spaces or '//')")
+    return value
+
+
+def _inside_repo(value: str) -> str:
+    if value.startswith("/") or ".." in value.split("/"):
+        raise ValueError(f"{value!r} must be a path inside the repository (no leading '/' or '..')")
+    return value
+
+
+def _http_url(value: str) -> str:
+    try:
+        urlsplit(value).port  # noqa: B018 - raises on a port outside 0-65535
+    except ValueError as exc:
+        raise ValueError(f"{value!r} is not a usable URL: {exc}") from exc
+    return value
+
+
 LABEL_KEY = r"^([a-z0-9]([-a-z0-9.]*[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
 ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]*$"
 
@@ -24,9 +72,16 @@ Placement = Literal["spread", "binpack"]
 
 DnsLabel = Annotated[str, StringConstraints(pattern=DNS_LABEL, max_length=63)]
 LabelKey = Annotated[str, StringConstraints(pattern=LABEL_KEY, max_length=253)]
-LabelValue = Annotated[str, StringConstraints(max_length=63)]
+LabelValue = Annotated[str, StringConstraints(max_length=63), AfterValidator(no_control)]
 EnvName = Annotated[str, StringConstraints(pattern=ENV_NAME, max_length=256)]
-Text = Annotated[str, StringConstraints(min_length=1, max_length=4096)]
+Text = Annotated[str, StringConstraints(min_length=1, max_length=4096), AfterValidator(no_control)]
+HubFile = Annotated[Text, AfterValidator(_inside_repo)]
+HttpUrl = Annotated[
+    str,
+    StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048),
+    AfterValidator(no_control),
+    AfterValidator(_http_url),
+]
 GiB = Annotated[float, Field(ge=0, le=1_048_576)]
 
 
@@ -51,14 +106,14 @@ class Metadata(Spec):
 
 
 class HuggingFaceSource(Spec):
-    repo: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
-    file: Text | None = None
+    repo: Annotated[str, StringConstraints(pattern=REPO, max_length=200)]
+    file: HubFile | None = None
     revision: Text | None = None
 
 
 class ModelScopeSource(Spec):
-    repo: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+$", max_length=200)]
-    file: Text | None = None
+    repo: Annotated[str, StringConstraints(pattern=REPO, max_length=200)]
+    file: HubFile | None = None
     revision: Text | None = None
 
 
@@ -93,8 +148,11 @@ class ExtendedKVCache(Spec):
 
 
 class CustomBackend(Spec):
-    command: Text
-    health_path: Annotated[str, StringConstraints(pattern=r"^/", max_length=1024)] = "/health"
+    # Line breaks and tabs separate arguments like spaces; no other control character.
+    command: Annotated[
+        str, StringConstraints(min_length=1, max_length=4096), AfterValidator(_no_control_but_whitespace)
+    ]
+    health_path: Annotated[str, StringConstraints(max_length=1024), AfterValidator(_on_the_instance)] = "/health"
 
 
 class Routing(Spec):
@@ -118,9 +176,8 @@ class Scheduling(Spec):
     gpus_per_replica: Literal["auto"] | Annotated[int, Field(ge=1, le=1024)] = "auto"
 
 
-BackendParameter = (
-    Annotated[str, StringConstraints(max_length=4096)] | list[Annotated[str, StringConstraints(max_length=4096)]]
-)
+ParameterText = Annotated[str, StringConstraints(max_length=4096), AfterValidator(no_control)]
+BackendParameter = ParameterText | list[ParameterText]
 
 
 class ModelSpec(Spec):
@@ -134,7 +191,7 @@ class ModelSpec(Spec):
     category: Category | None = None
     scheduling: Scheduling = Scheduling()
     backend_parameters: list[BackendParameter] = []
-    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768)]] = {}
+    env: dict[EnvName, Annotated[str, StringConstraints(max_length=32768), AfterValidator(no_control)]] = {}
     cpu_offloading: bool | None = None
     distributed_inference: bool | None = None
     restart_on_error: bool = True
@@ -189,7 +246,7 @@ class AgentReserved(Spec):
 
 class Agent(Spec):
     name: DnsLabel
-    url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s/]+(/\S*)?$", max_length=2048)]
+    url: HttpUrl
     labels: dict[LabelKey, LabelValue] = {}
     reserved: AgentReserved | None = None
 
@@ -210,23 +267,36 @@ class Reschedule(Spec):
     grace_period_seconds: Annotated[int, Field(ge=0, le=31_536_000)] = 300
 
 
-DURATION = re.compile(r"^(\d+)(ms|s|m|h)$")
+DURATION = re.compile(r"^(\d{1,9})(ms|s|m|h)$")
 _DURATION_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+MIN_INTERVAL, MAX_INTERVAL = 1.0, 86400.0
+
+
+def duration_seconds(value: str) -> float:
+    match = DURATION.match(value)
+    assert match is not None  # the field pattern guarantees it
+    return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+
+
+def _sync_interval(value: str) -> str:
+    if not MIN_INTERVAL <= duration_seconds(value) <= MAX_INTERVAL:
+        raise ValueError(f"{value!r} must be between 1s and 24h")
+    return value
 
 
 class Sync(Spec):
-    interval: Annotated[str, StringConstraints(pattern=DURATION.pattern)] = "30s"
+    interval: Annotated[
+        str, StringConstraints(pattern=DURATION.pattern, max_length=16), AfterValidator(_sync_interval)
+    ] = "30s"
     prune: bool = True
     allow_empty: bool = False
 
     def interval_seconds(self) -> float:
-        match = DURATION.match(self.interval)
-        assert match is not None  # the field pattern guarantees it
-        return int(match.group(1)) * _DURATION_SECONDS[match.group(2)]
+        return duration_seconds(self.interval)
 
 
 class HuggingFaceSettings(Spec):
-    endpoint: Annotated[str, StringConstraints(pattern=r"^https?://\S+$", max_length=2048)] | None = None
+    endpoint: HttpUrl | None = None
 
 
 class ApiKey(Spec):

@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator, Sequence
 
 from reconciler.errors import Diagnostic
+from reconciler.spec.env_names import refused_env
 from reconciler.spec.loader import Loaded
 from reconciler.spec.models import Cluster, Model, ModelRoute, WorkerSelector
 from reconciler.spec.params import ParameterError, parse_backend_parameters
@@ -195,6 +196,8 @@ def _env_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:
             yield item.document.diagnostic(
                 item.ref, ["spec", "env", name], f"{name} is set from extendedKVCache; change it there"
             )
+        elif (refusal := refused_env(name)) is not None:
+            yield item.document.diagnostic(item.ref, ["spec", "env", name], refusal)
 
 
 def _parameter_rules(item: Loaded, model: Model) -> Iterator[Diagnostic]:

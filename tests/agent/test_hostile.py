@@ -319,17 +319,19 @@ SHOW_ENV = "import json, os, time; print(json.dumps(sorted(os.environ)), flush=T
 
 
 def test_secrets_and_modes(agent: Agent) -> None:
-    response = agent.put([spec("env", SHOW_ENV, env={"FROM_SPEC": "1"}), spec("sh", argv=["/bin/sh", "-c", "true"])])
+    response = agent.put(
+        [spec("env", SHOW_ENV, env={"HF_HUB_OFFLINE": "1"}), spec("sh", argv=["/bin/sh", "-c", "true"])]
+    )
     assert response.status_code == 200
     log = agent.data / "log" / "serve" / "env.log"
     agent.wait("env", lambda i: i is not None and i["pid"] is not None)
     deadline = time.monotonic() + 30
-    while "FROM_SPEC" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
+    while "HF_HUB_OFFLINE" not in (log.read_text() if log.exists() else "") and time.monotonic() < deadline:
         time.sleep(0.2)
     names = set(json.loads(log.read_text().splitlines()[-1]))
-    assert "FROM_SPEC" in names and "PATH" in names
+    assert "HF_HUB_OFFLINE" in names and "PATH" in names
     assert "HF_TOKEN" not in names and "PYTHONUNBUFFERED" not in names
-    assert names <= {*BASE_ENV, "FROM_SPEC", "RECONCILER_INSTANCE", "RECONCILER_DATA_DIR"}
+    assert names <= {*BASE_ENV, "HF_HUB_OFFLINE", "RECONCILER_INSTANCE", "RECONCILER_DATA_DIR"}
 
     assert stat.S_IMODE(agent.data.stat().st_mode) == 0o700
     for path in (agent.data / "state.json", log):
@@ -351,7 +353,7 @@ def test_secrets_and_modes(agent: Agent) -> None:
     time.sleep(1)
     agent.put([])
     reader.join(timeout=60)
-    assert not reader.is_alive() and any("FROM_SPEC" in line for line in lines)
+    assert not reader.is_alive() and any("HF_HUB_OFFLINE" in line for line in lines)
 
 
 # --- issue 7 items 6 and 7 -----------------------------------------------------------------

@@ -6,14 +6,19 @@ from typing import Any
 
 from hypothesis import strategies as st
 
+from reconciler.spec.env_names import refused_env
+
 names = st.from_regex(r"[a-z]([-a-z0-9]{0,10}[a-z0-9])?", fullmatch=True)
 label_keys = st.from_regex(r"([a-z]{1,5}\.)?[a-z][-a-z0-9_.]{0,8}[a-z0-9]", fullmatch=True)
 texts = st.text(st.characters(codec="utf-8", exclude_categories=("Cs", "Cc", "Co", "Cn")), max_size=20)
 label_values = texts.filter(lambda v: len(v) <= 63)
 labels = st.dictionaries(label_keys, label_values, max_size=3)
-env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,12}", fullmatch=True).filter(
-    lambda n: "VISIBLE_DEVICES" not in n and not n.startswith("RECONCILER_")
-)
+# Names on the agents' allowlist (reconciler.spec.env_names), never one set from the placement.
+env_names = st.builds(
+    lambda prefix, rest: prefix + rest,
+    st.sampled_from(["CUDA_", "HF_", "VLLM_", "NCCL_", "OMP_", "LLAMA_", "TORCH_", "LC_"]),
+    st.from_regex(r"[A-Z0-9_]{1,12}", fullmatch=True),
+).filter(lambda n: refused_env(n) is None and "VISIBLE_DEVICES" not in n)
 flags = st.from_regex(r"--[a-z][a-z0-9-]{0,10}", fullmatch=True)
 repos = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,8}/[A-Za-z0-9][A-Za-z0-9_.-]{0,12}", fullmatch=True)
 paths = st.from_regex(r"/[a-z0-9_./-]{1,30}", fullmatch=True)
@@ -135,7 +140,7 @@ def clusters() -> st.SearchStrategy[dict[str, Any]]:
                 {}, optional={"contextSize": st.integers(256, 131072), "parallel": st.integers(1, 16)}
             ),
             "sync": st.fixed_dictionaries(
-                {}, optional={"interval": st.sampled_from(["30s", "5m", "1h", "500ms"]), "prune": st.booleans()}
+                {}, optional={"interval": st.sampled_from(["30s", "5m", "1h", "1000ms", "24h"]), "prune": st.booleans()}
             ),
         },
     )
