@@ -108,12 +108,13 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
         ids = [spec.id for spec in body.instances]
         if len(ids) != len(set(ids)):
             raise HTTPException(422, "instance ids repeat")
-        outcome = supervisor.accept(body.generation, body.instances)
+        outcome = supervisor.accept(body.generation, body.instances, body.epoch)
         if outcome == "stale":
+            held = supervisor.record
             raise HTTPException(
                 409,
-                f"generation {body.generation} is older than the accepted "
-                f"{supervisor.record.generation} (or differs from it)",
+                f"epoch {body.epoch} generation {body.generation} is older than the accepted "
+                f"epoch {held.epoch} generation {held.generation} (or differs from it)",
             )
         return {"generation": supervisor.record.generation, "changed": outcome == "accepted"}
 

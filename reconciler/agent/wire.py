@@ -71,10 +71,12 @@ def check_spec(spec: InstanceSpec) -> InstanceSpec:
 
 
 class InstanceSet(BaseModel):
-    """Body of ``PUT /v1/instances``: the full desired set and its generation."""
+    """Body of ``PUT /v1/instances``: the full desired set, its generation, and the epoch of
+    the leader that sends it (0 from a server without a lease, or ``reconcile apply``)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    epoch: int = Field(default=0, ge=0, le=2**63 - 1)
     generation: int = Field(ge=0)
     instances: list[Annotated[InstanceSpec, AfterValidator(check_spec)]]
 

@@ -1,6 +1,13 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
-from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances
+from reconciler.observe.client import (
+    AgentClient,
+    ApplyResult,
+    HttpAgentClient,
+    observe_agents,
+    probe_health,
+    put_instances,
+)
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -24,10 +31,12 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_BYTES",
     "MIB",
+    "AgentClient",
     "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
     "HelperRole",
+    "HttpAgentClient",
     "InstalledBackend",
     "InstanceSpec",
     "ModelFile",
