@@ -26,6 +26,7 @@ stop:
 
 test: install
 	scripts/install-llama-cpp
+	scripts/install-postgres
 	scripts/check
 
 check: test

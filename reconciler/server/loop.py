@@ -384,9 +384,13 @@ class Reconciler:
             self._fail(Condition(reasons.SOURCE_UNAVAILABLE, str(exc)))
             return reasons.SOURCE_UNAVAILABLE
         try:
-            return await self._load(checkout)
-        finally:  # the interval of the revision just loaded, when it is valid
-            self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+            loaded = await self._load(checkout)
+        except Exception:  # the store failed (or a bug): this revision is fetched and loaded again
+            self.force_fetch = True
+            raise
+        # The interval of the revision just loaded, when it is valid.
+        self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+        return loaded
 
     async def _load(self, checkout: Checkout) -> Outcome | None:
         if self.error is not None and self.error.reason == reasons.SOURCE_UNAVAILABLE:
