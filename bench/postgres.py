@@ -62,9 +62,7 @@ class Postgres:
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
 
     def _run(self, tool: str, *args: str) -> None:
-        subprocess.run(
-            [*self.as_owner, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120
-        )
+        subprocess.run([*self.as_owner, str(self.bin / tool), *args], check=True, capture_output=True, timeout=120)
 
     def start(self) -> None:
         options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off"

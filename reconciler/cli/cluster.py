@@ -8,12 +8,18 @@ import sys
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from reconciler.cli import app
 from reconciler.cli._common import collect_facts, fail, read_token
+from reconciler.errors import SpecInvalid
+
+if TYPE_CHECKING:
+    from reconciler.observe import ObservedState
+    from reconciler.plan import Plan
+    from reconciler.spec import Desired
 
 
 class SnapshotOutput(StrEnum):
@@ -26,38 +32,87 @@ def apply_command(
     path: Annotated[Path, typer.Argument(help="The desired-state folder (one Cluster manifest).")],
     catalog: Annotated[list[Path] | None, typer.Option("--catalog", help="Recorded model metadata.")] = None,
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Apply every step until converged: each instance Running, no rollout left.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", help="With --wait: give up after this many seconds (exit 1).", min=1)
+    ] = 600.0,
 ) -> None:
-    """Plan against the live agents, then hand each agent its full set of instances (concurrently).
+    """Plan the next step against the live agents, then hand each agent whose set changes its full set.
 
-    Applying the same state twice changes nothing and restarts nothing. Exit 1 when any agent
-    could not be applied to; the others are applied all the same.
+    A rollout goes step by step (surge replicas first, then the old ones, paced by
+    spec.maxSurge and spec.maxUnavailable): without --wait one step is applied, as the
+    server would take it. Applying the same state twice changes nothing and restarts
+    nothing. Exit 1 when any agent could not be applied to (the others are applied all
+    the same), and with --wait when a rollout stops on an instance in Error or time runs out.
     """
     from reconciler.errors import SpecInvalid
-    from reconciler.observe import observe_agents, put_instances
-    from reconciler.plan import plan, to_text
     from reconciler.spec import load_desired
 
     token = read_token(token_file)
     try:
         desired = load_desired(path)
-        state = observe_agents(desired.cluster.spec.agents, token)
-        facts = collect_facts(desired, state, catalog or [])
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    result = plan(desired, state, {}, facts)
+    deadline = time.monotonic() + timeout
+    while True:
+        result, state, failed = _apply_step(desired, catalog or [], token)
+        if failed:
+            raise typer.Exit(1)
+        if not wait:
+            raise typer.Exit(0)
+        verdict = _converged(result, state)
+        if verdict is not None:
+            typer.echo(verdict, err=verdict.startswith("stopped"))
+            raise typer.Exit(1 if verdict.startswith("stopped") else 0)
+        if time.monotonic() > deadline:
+            typer.echo(f"not converged after {timeout:.0f}s", err=True)
+            raise typer.Exit(1)
+        time.sleep(WAIT_POLL)
+
+
+WAIT_POLL = 2.0  # seconds between steps of `apply --wait`
+
+
+def _apply_step(desired: Desired, catalogs: list[Path], token: str | None) -> tuple[Plan, ObservedState, bool]:
+    """Observe, plan the next step, print it, send it; whether any agent failed."""
+    from reconciler.observe import apply_sets, observe_agents, put_instances
+    from reconciler.plan import step, to_text
+
+    agents = desired.cluster.spec.agents
+    try:
+        state = observe_agents(agents, token)
+        facts = collect_facts(desired, state, catalogs)
+    except SpecInvalid as exc:
+        raise fail(exc) from exc
+    result = step(desired, state, {}, facts)
     typer.echo(to_text(result), nl=False)
-    sets = result.desired_sets()
-    reachable = {w.name for w in state.workers if w.state != "Unreachable"}
-    targets = [(agent, sets.get(agent.name, [])) for agent in desired.cluster.spec.agents if agent.name in reachable]
-    failed = False
-    for agent in desired.cluster.spec.agents:
-        if agent.name not in reachable:
-            typer.echo(f"{agent.name}: unreachable at {agent.url}; not applied", err=True)
-            failed = True
-    for outcome in put_instances(targets, token, time.time_ns()):
+    ready = {w.name for w in state.workers if w.state != "Unreachable"}
+    applied = apply_sets(
+        agents, result.desired_sets(), state, ready, lambda sets, gen: put_instances(sets, token, gen), time.time_ns
+    )
+    for outcome in (*applied.skipped, *applied.sent):
         typer.echo(f"{outcome.agent}: {outcome.detail}", err=not outcome.ok)
-        failed |= not outcome.ok
-    raise typer.Exit(1 if failed else 0)
+    for name in applied.unchanged:
+        typer.echo(f"{name}: up to date (no change)")
+    return result, state, bool(applied.skipped or applied.failed)
+
+
+def _converged(result: Plan, state: ObservedState) -> str | None:
+    """Why `apply --wait` is done: converged, or stopped on an instance in Error; None to go on."""
+    stalled = next((r for r in result.rollouts if r.state == "Stalled"), None)
+    if stalled is not None:
+        return f"stopped: {stalled.message}"
+    kept = {(a.worker, a.instance.id) for a in result.actions if a.action == "keep"}
+    failed = next(
+        (i for w in state.workers for i in w.instances if i.state == "Error" and (w.name, i.id) in kept), None
+    )
+    if failed is not None:
+        return f"stopped: {failed.id} is in Error: {failed.message or 'no message'}"
+    if result.has_changes or result.rollouts or any(i.state != "Running" for w in state.workers for i in w.instances):
+        return None
+    return f"converged: {result.count('keep')} instances Running"
 
 
 @app.command("observe")

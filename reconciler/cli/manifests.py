@@ -103,14 +103,16 @@ def plan_command(
     ] = False,
     token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
 ) -> None:
-    """Show what apply would change: + create, ~ replace, - delete, each with its reason.
+    """Show the next step, as apply and the server take it: + create, ~ replace, - delete, each with its reason.
 
+    A rollout is paced (spec.maxSurge, spec.maxUnavailable): the plan shows its next step
+    and a line for the whole rollout ("Rollout web: step 1 of 3: surge 1 new, keep 2 old").
     Without --observed the agents listed in the Cluster manifest are asked for their state
     (token from --token-file or RECONCILER_TOKEN).
     """
     from reconciler.errors import SpecInvalid
     from reconciler.observe import load_snapshot, observe_agents
-    from reconciler.plan import plan, to_json, to_markdown, to_text
+    from reconciler.plan import step, to_json, to_markdown, to_text
     from reconciler.spec import load_desired
 
     try:
@@ -121,7 +123,7 @@ def plan_command(
         facts = collect_facts(desired, state, catalog or [])
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    result = plan(desired, state, {}, facts)
+    result = step(desired, state, {}, facts)
     render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
     typer.echo(render(result), nl=False)
     raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)

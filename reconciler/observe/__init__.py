@@ -1,5 +1,6 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
+from reconciler.observe.apply import Applied, Put, apply_sets, instances_key
 from reconciler.observe.client import (
     AgentClient,
     ApplyResult,
@@ -32,6 +33,7 @@ __all__ = [
     "MAX_BYTES",
     "MIB",
     "AgentClient",
+    "Applied",
     "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
@@ -43,8 +45,11 @@ __all__ = [
     "ModelFileRef",
     "ObservedInstance",
     "ObservedState",
+    "Put",
     "ResourceClaim",
     "Worker",
+    "apply_sets",
+    "instances_key",
     "load_snapshot",
     "observe_agents",
     "probe_health",

@@ -1,8 +1,9 @@
 """Stage 7: the plan. Diff desired against observed -> create / replace / delete / keep."""
 
-from reconciler.plan.model import Action, Layout, PendingReplica, Plan
+from reconciler.plan.model import Action, Layout, PendingReplica, Plan, Rollout
 from reconciler.plan.output import to_data, to_json, to_markdown, to_text
 from reconciler.plan.planner import Facts, model_hash, plan
+from reconciler.plan.step import step, widen
 
 __all__ = [
     "Action",
@@ -10,10 +11,13 @@ __all__ = [
     "Layout",
     "PendingReplica",
     "Plan",
+    "Rollout",
     "model_hash",
     "plan",
+    "step",
     "to_data",
     "to_json",
     "to_markdown",
     "to_text",
+    "widen",
 ]

@@ -30,6 +30,28 @@ class Action:
     instance: InstanceSpec
     reason: str
     layout: Layout | None = None
+    surge: bool = False  # a replica beyond spec.replicas that serves while old ones are replaced
+
+
+@dataclass(frozen=True)
+class Rollout:
+    """One model's rollout at this step: ``step`` of ``of`` steps, counted from what runs now."""
+
+    model: str
+    state: str  # "Progressing" or "Stalled"
+    message: str
+    step: int = 1
+    of: int = 1
+    surge: int = 0  # new replicas beside the old ones in this step
+    replace: int = 0  # old replicas replaced in this step
+    keep: int = 0  # old replicas that keep running in this step
+
+    def summary(self) -> str:
+        """``step 1 of 4: surge 1 new, keep 3 old``."""
+        parts = [f"surge {self.surge} new"] if self.surge else []
+        parts += [f"replace {self.replace}"] if self.replace else []
+        parts += [f"keep {self.keep} old"] if self.keep else []
+        return f"step {self.step} of {self.of}: {', '.join(parts) or 'wait'}"
 
 
 @dataclass(frozen=True)
@@ -44,13 +66,25 @@ class Plan:
     revision: str
     actions: tuple[Action, ...]
     pending: tuple[PendingReplica, ...]
+    rollouts: tuple[Rollout, ...] = ()
 
     @classmethod
-    def build(cls, revision: str, actions: Iterable[Action], pending: Iterable[PendingReplica]) -> Plan:
+    def build(
+        cls,
+        revision: str,
+        actions: Iterable[Action],
+        pending: Iterable[PendingReplica],
+        rollouts: Iterable[Rollout] = (),
+    ) -> Plan:
         ordered = sorted(
             actions, key=lambda a: (a.instance.model, a.instance.replica, a.instance.id, a.worker, _ORDER[a.action])
         )
-        return cls(revision, tuple(ordered), tuple(sorted(pending, key=lambda p: (p.model, p.replica))))
+        return cls(
+            revision,
+            tuple(ordered),
+            tuple(sorted(pending, key=lambda p: (p.model, p.replica))),
+            tuple(sorted(rollouts, key=lambda r: r.model)),
+        )
 
     def count(self, kind: ActionKind) -> int:
         return sum(1 for a in self.actions if a.action == kind)

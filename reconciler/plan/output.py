@@ -7,7 +7,7 @@ import shlex
 from typing import Any
 
 from reconciler.observe import GIB
-from reconciler.plan.model import Action, Plan
+from reconciler.plan.model import Action, Plan, Rollout
 
 SYMBOLS = {"create": "+", "replace": "~", "delete": "-", "keep": " "}
 
@@ -41,6 +41,12 @@ def summary_line(plan: Plan) -> str:
     )
 
 
+def rollout_line(rollout: Rollout) -> str:
+    """``Rollout web: step 1 of 4: surge 1 new, keep 3 old``."""
+    state = "" if rollout.state == "Progressing" else f" ({rollout.state})"
+    return f"Rollout {rollout.model}: {rollout.summary()}{state}"
+
+
 def to_text(plan: Plan) -> str:
     lines = [f"reconcile plan{f' (revision {plan.revision})' if plan.revision else ''}", ""]
     for action in plan.changes:
@@ -63,11 +69,43 @@ def to_text(plan: Plan) -> str:
         for item in plan.pending:
             lines.append(f"  ! {item.model} replica {item.replica}: {item.reason}")
         lines.append("")
+    if plan.rollouts:
+        lines += [line for r in plan.rollouts for line in (rollout_line(r), f"  {r.message}")] + [""]
     lines.append(summary_line(plan) + (f" {len(plan.pending)} pending." if plan.pending else ""))
     return "\n".join(lines) + "\n"
 
 
+def _action_data(a: Action, rollout: Rollout | None) -> dict[str, Any]:
+    return {
+        "action": a.action,
+        "instance": a.instance.id,
+        "model": a.instance.model,
+        "worker": a.worker,
+        "gpus": list(a.instance.gpus),
+        "argv": list(a.instance.argv),
+        "env": dict(a.instance.env),
+        "port": a.instance.port,
+        "claim": {
+            "ram": a.instance.claim.ram,
+            "vram": {str(i): v for i, v in sorted(a.instance.claim.vram.items())},
+        },
+        "reason": a.reason,
+        "strategy": a.layout.strategy if a.layout else None,
+        "tensorParallel": a.layout.tensor_parallel if a.layout else None,
+        "pipelineParallel": a.layout.pipeline_parallel if a.layout else None,
+        "offloadLayers": a.layout.offload_layers if a.layout else None,
+        "totalLayers": a.layout.total_layers if a.layout else None,
+        "role": a.instance.role,
+        "modelHash": a.instance.model_hash,
+        "specHash": a.instance.spec_hash,
+        "surge": a.surge,
+        "step": rollout.step if rollout else None,
+        "of": rollout.of if rollout else None,
+    }
+
+
 def to_data(plan: Plan) -> dict[str, Any]:
+    rollouts = {r.model: r for r in plan.rollouts}
     return {
         "revision": plan.revision,
         "summary": {
@@ -77,31 +115,17 @@ def to_data(plan: Plan) -> dict[str, Any]:
             "keep": plan.count("keep"),
             "pending": len(plan.pending),
         },
-        "actions": [
+        "actions": [_action_data(a, rollouts.get(a.instance.model)) for a in plan.actions],
+        "rollouts": [
             {
-                "action": a.action,
-                "instance": a.instance.id,
-                "model": a.instance.model,
-                "worker": a.worker,
-                "gpus": list(a.instance.gpus),
-                "argv": list(a.instance.argv),
-                "env": dict(a.instance.env),
-                "port": a.instance.port,
-                "claim": {
-                    "ram": a.instance.claim.ram,
-                    "vram": {str(i): v for i, v in sorted(a.instance.claim.vram.items())},
-                },
-                "reason": a.reason,
-                "strategy": a.layout.strategy if a.layout else None,
-                "tensorParallel": a.layout.tensor_parallel if a.layout else None,
-                "pipelineParallel": a.layout.pipeline_parallel if a.layout else None,
-                "offloadLayers": a.layout.offload_layers if a.layout else None,
-                "totalLayers": a.layout.total_layers if a.layout else None,
-                "role": a.instance.role,
-                "modelHash": a.instance.model_hash,
-                "specHash": a.instance.spec_hash,
+                "model": r.model,
+                "state": r.state,
+                "step": r.step,
+                "of": r.of,
+                "summary": r.summary(),
+                "message": r.message,
             }
-            for a in plan.actions
+            for r in plan.rollouts
         ],
         "pending": [{"model": p.model, "replica": p.replica, "reason": p.reason} for p in plan.pending],
     }

@@ -32,8 +32,10 @@ class Facts:
 def model_hash(ctx: ModelContext) -> str:
     """Hash of every input that shapes a model's instances; unchanged hash -> keep them."""
     body = {
-        # The replica count shapes no instance: scaling must not restart the running ones.
-        "spec": ctx.model.spec.model_dump(mode="json", by_alias=True, exclude={"replicas"}),
+        # The replica count and the rollout pace shape no instance: changing them restarts nothing.
+        "spec": ctx.model.spec.model_dump(
+            mode="json", by_alias=True, exclude={"replicas", "max_surge", "max_unavailable"}
+        ),
         "backend": ctx.backend,
         "category": ctx.category,
         "context": ctx.context,

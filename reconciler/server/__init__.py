@@ -3,7 +3,6 @@
 from reconciler.server.loop import Reconciler, requeue_after
 from reconciler.server.main import HostedApp, ServerConfig, run_server, serve, server_file
 from reconciler.server.reasons import Outcome
-from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.store import Assignment, Store, default_url
 from reconciler.server.workers import WorkerBook, fence
 
@@ -12,17 +11,13 @@ __all__ = [
     "HostedApp",
     "Outcome",
     "Reconciler",
-    "Rollout",
     "ServerConfig",
     "Store",
     "WorkerBook",
     "default_url",
     "fence",
-    "pace",
     "requeue_after",
     "run_server",
     "serve",
     "server_file",
-    "surge",
-    "widen",
 ]

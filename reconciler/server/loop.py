@@ -1,8 +1,8 @@
 """The reconcile loop, Flux-shaped and level-triggered.
 
 One pass runs named phases: source (fetch when due; a new revision is recorded as attempted
-first), validate (load the manifests), observe (every agent), plan (off the event loop; pace
-rollouts), apply (to the agents whose set differs), health (is anything still starting).
+first), validate (load the manifests), observe (every agent), plan (the next step of every
+rollout, off the event loop), apply (to the agents whose set differs), health (is anything still starting).
 The revision is recorded as applied only when every phase succeeded. Each outcome has its
 requeue rule (``requeue_after``). An invalid or refused revision is never applied and never
 retried: the last good one keeps being reconciled until a new commit arrives. A pass that
@@ -21,7 +21,7 @@ import json
 import logging
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import replace
 from functools import partial
@@ -30,13 +30,12 @@ from typing import Any, Protocol
 
 from reconciler.errors import SourceUnavailable, SpecInvalid, one_line
 from reconciler.estimate import gather_cached
-from reconciler.observe import AgentClient, HttpAgentClient, InstanceSpec, ObservedState
-from reconciler.plan import Facts, Plan, plan
+from reconciler.observe import AgentClient, HttpAgentClient, InstanceSpec, ObservedState, instances_key
+from reconciler.plan import Facts, Plan, Rollout, step
 from reconciler.server import reasons
 from reconciler.server.lease import Lease
 from reconciler.server.metrics import Metrics
 from reconciler.server.reasons import Outcome, Phase
-from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.status import Condition, LastPass, Seen, Status, build_status
 from reconciler.server.store import Assignment, Store, StoreUnavailable
 from reconciler.server.workers import WorkerBook, fence
@@ -77,11 +76,7 @@ def requeue_after(outcome: Outcome, interval: float, failures: int, jitter: floa
 
 def _plan_pass(desired: Desired, view: ObservedState, assigned: dict[str, str], revision: str) -> Plan:
     found, failed = gather_cached(desired.models, view, [], desired.cluster.spec.huggingface.endpoint)
-    return plan(desired, view, assigned, Facts(found, failed), revision)
-
-
-def _instances_key(specs: Sequence[InstanceSpec]) -> list[tuple[str, str]]:
-    return sorted((s.id, s.spec_hash) for s in specs)
+    return step(desired, view, assigned, Facts(found, failed), revision)
 
 
 class Reconciler:
@@ -308,34 +303,28 @@ class Reconciler:
         return reasons.UP_TO_DATE
 
     async def _plan_phase(self, desired: Desired, view: ObservedState) -> Plan:
-        """The plan, widened by one surge replica where there is room, then paced."""
-        result = await self.compute_plan(desired, view)
-        surging = surge(desired, result, view)
-        if surging:  # room for one more replica beside the old ones: no replica down while replaced
-            wider = await self.compute_plan(widen(desired, surging), view)
-            counts = {m.metadata.name: m.spec.replicas for m in desired.models}
-            if not any(p.model in surging and p.replica == counts[p.model] for p in wider.pending):
-                result = wider
-        paced, self.rollouts = pace(result, view)
+        """The next step of every rollout (plan.step), planned off the event loop."""
+        paced = await self.compute_plan(desired, view)
+        self.rollouts = paced.rollouts
         return paced
 
     async def _apply_phase(self, desired: Desired, observed: ObservedState, paced: Plan) -> Outcome:
         """PUT their set to the Ready agents whose set differs, or that have not seen our epoch."""
         sets = paced.desired_sets()
         ready = self.book.ready()
-        running = {w.name: _instances_key(w.instances) for w in observed.workers}
+        running = {w.name: instances_key(w.instances) for w in observed.workers}
         drift = [
             (agent, sets.get(agent.name, []))
             for agent in desired.cluster.spec.agents
             if agent.name in ready
             and (
-                agent.name not in self.fenced or _instances_key(sets.get(agent.name, [])) != running.get(agent.name, [])
+                agent.name not in self.fenced or instances_key(sets.get(agent.name, [])) != running.get(agent.name, [])
             )
         ]
         if not drift:
             self._remember_assignments(sets)
             return reasons.UP_TO_DATE
-        changed = any(_instances_key(s) != running.get(a.name, []) for a, s in drift)
+        changed = any(instances_key(s) != running.get(a.name, []) for a, s in drift)
         generation = self.store.next_generation()
         results = await asyncio.to_thread(self.agents.put, drift, generation, self.epoch)
         for r in results:
@@ -365,7 +354,7 @@ class Reconciler:
         self.metrics.applied_at = now
 
     async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
-        """Plan off the event loop: in the planner process when there is one, else a thread."""
+        """The next step, planned off the event loop: in the planner process when there is one, else a thread."""
         # The YAML nodes kept for error locations are not needed to plan, nor worth pickling.
         call = partial(_plan_pass, replace(desired, locations={}), view, dict(self.assigned), self.desired_revision)
         if self.planner is None:

@@ -11,8 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from reconciler.plan import PendingReplica
-from reconciler.server.rollout import Rollout
+from reconciler.plan import PendingReplica, Rollout
 from reconciler.server.workers import WorkerBook
 from reconciler.spec import Desired
 

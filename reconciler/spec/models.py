@@ -128,6 +128,9 @@ class ModelSpec(Spec):
     backend: Backend = "auto"
     backend_version: Text | None = None
     replicas: Annotated[int, Field(ge=0, le=1024)] = 1
+    # A rollout: new replicas beyond `replicas` at once, and replicas that may be down at once.
+    max_surge: Annotated[int, Field(ge=0, le=1024)] = 1
+    max_unavailable: Annotated[int, Field(ge=0, le=1024)] = 0
     category: Category | None = None
     scheduling: Scheduling = Scheduling()
     backend_parameters: list[BackendParameter] = []

@@ -114,9 +114,9 @@ class Cluster:
         self.agent.send_signal(signal.SIGKILL)
         self.agent.wait(timeout=30)
 
-    def apply(self) -> subprocess.CompletedProcess[str]:
+    def apply(self, *flags: str) -> subprocess.CompletedProcess[str]:
         done = subprocess.run(
-            [sys.executable, "-m", "reconciler.cli", "apply", str(self.manifests)],
+            [sys.executable, "-m", "reconciler.cli", "apply", str(self.manifests), *flags],
             env=self.env(),
             capture_output=True,
             text=True,
@@ -219,9 +219,13 @@ def test_apply_serve_reapply_replace_adopt_stop_delete(cluster: Cluster) -> None
     assert cluster.state()["gemma-0"]["pid"] == pid
 
     cluster.write_model(params='"--n_ctx=4096"')
-    replaced = cluster.apply()
-    assert "~ replace gemma-0 on local" in replaced.stdout
+    replaced = cluster.apply("--wait")  # every step of the rollout: surge, replace, surge gone
+    steps = replaced.stdout
+    assert steps.index("+ create gemma-1 on local") < steps.index("~ replace gemma-0 on local")
+    assert steps.index("~ replace gemma-0 on local") < steps.index("- delete gemma-1 on local")
+    assert "converged: 1 instances Running" in steps
     instance = cluster.wait("gemma-0", lambda i: running(i) and i["pid"] != pid)
+    assert "gemma-1" not in cluster.state()
     assert "4096" in instance["argv"] and gone(pid)
     pid = instance["pid"]
 

@@ -12,6 +12,7 @@ import httpx
 from reconciler.estimate import ModelMetadata, gather, load_catalog
 from reconciler.observe import ObservedInstance, ObservedState, Worker, load_snapshot
 from reconciler.plan import Facts, Plan, plan
+from reconciler.plan import step as next_step
 from reconciler.spec import Desired, load_desired
 from tests.conftest import ROOT
 
@@ -85,3 +86,8 @@ def gathered(d: Desired, observed: ObservedState, extra: Facts) -> Facts:
 
 def run(d: Desired, observed: ObservedState, f: Facts | None = None) -> Plan:
     return plan(d, observed, {}, gathered(d, observed, f or facts()))
+
+
+def step(d: Desired, observed: ObservedState, f: Facts | None = None) -> Plan:
+    """The next step, as ``plan``, ``apply`` and the server take it."""
+    return next_step(d, observed, {}, gathered(d, observed, f or facts()))

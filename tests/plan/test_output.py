@@ -24,7 +24,7 @@ def test_text_output():
 
 def test_json_shape():
     body = json.loads(to_json(run(quickstart(), snapshot("cpu-only.yaml"))))
-    assert set(body) == {"revision", "summary", "actions", "pending"}
+    assert set(body) == {"revision", "summary", "actions", "pending", "rollouts"}
     assert body["summary"] == {"create": 1, "replace": 0, "delete": 0, "keep": 0, "pending": 0}
     [action] = body["actions"]
     assert set(action) == {
@@ -43,6 +43,9 @@ def test_json_shape():
         "pipelineParallel",
         "offloadLayers",
         "totalLayers",
+        "surge",
+        "step",
+        "of",
         "role",
         "modelHash",
         "specHash",

@@ -5,7 +5,7 @@ from __future__ import annotations
 from reconciler.observe import ObservedInstance, ObservedState, Worker
 from reconciler.server import WorkerBook, fence
 from tests.plan.helpers import apply, desired, run, worker
-from tests.server.test_rollout import CLUSTER, web
+from tests.plan.test_step import CLUSTER, web
 
 
 def instance(instance_id: str, state: str = "Running") -> ObservedInstance:
