@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from reconciler.agent.detect import detect_backends, detect_gpus, gpu_process_memory, system
 from reconciler.agent.files import ModelFiles, file_id
 from reconciler.agent.gate import MAX_BODY, Gate
-from reconciler.agent.procs import children_table, listeners
+from reconciler.agent.procs import children_table, describe, listeners
 from reconciler.agent.supervisor import Supervisor, tail
 from reconciler.agent.wire import INSTANCE_ID, BodyInvalid, InstanceSet, LogLevel, parse_body
 from reconciler.observe import InstalledBackend, Worker
@@ -36,7 +36,7 @@ class AgentConfig:
     cache_dir: Path
     token_sha256: str
     labels: dict[str, str] = field(default_factory=dict)
-    port_range: str = "40000-40063"
+    port_range: str | None = None  # reported to the planner; None: the Cluster's portRange
     allow_exec: list[str] = field(default_factory=list)
 
 
@@ -75,7 +75,11 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
         table = children_table()
         instances = supervisor.observed(gpu_process_memory(), table)
         ours = supervisor.pids(table)
-        foreign = [port for port, pids in listeners().items() if not pids <= ours]
+        listening = listeners()
+        foreign = [port for port, pids in listening.items() if not pids <= ours]
+        wanted = {spec.port for spec in supervisor.record.instances}
+        # Who took an instance's port: the planner names them when it moves the instance.
+        holders = {port: describe(listening[port] - ours) for port in foreign if port in wanted}
         return Worker.model_validate(
             {
                 "name": config.name,
@@ -88,6 +92,8 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
                 "backends": backends,
                 "files": files.listing(local_paths),
                 "ports_in_use": sorted(foreign),
+                "port_range": config.port_range,
+                "port_holders": holders,
                 "data_dir": str(config.data_dir),
                 "cache_dir": str(config.cache_dir),
             }

@@ -176,7 +176,14 @@ def agent_command(
         ),
     ] = None,
     labels: Annotated[str, typer.Option("--labels", help="Extra worker labels: k=v,k2=v2.")] = "",
-    port_range: Annotated[str, typer.Option("--port-range", help="Ports for instances.")] = "40000-40063",
+    port_range: Annotated[
+        str | None,
+        typer.Option(
+            "--port-range",
+            help="Ports for this worker's instances, LOW-HIGH; wins over the Cluster's portRange. "
+            "Agents on one host need ranges that do not overlap \\[default: the Cluster's portRange].",
+        ),
+    ] = None,
     allow_exec: Annotated[
         list[str] | None,
         typer.Option(
@@ -199,6 +206,8 @@ def agent_command(
         run_agent,
     )
 
+    if port_range is not None:
+        _check_port_range(port_range)
     data = (data_dir or default_data_dir()).expanduser().resolve()
     try:
         token_sha256, token_path = read_or_create_token(token_file, data)
@@ -222,3 +231,13 @@ def agent_command(
     except StartRefused as exc:
         typer.echo(f"reconcile agent: {exc}", err=True)
         raise typer.Exit(1) from exc
+
+
+def _check_port_range(text: str) -> None:
+    from reconciler.observe import port_span
+
+    try:
+        port_span(text)
+    except ValueError:
+        typer.echo(f"--port-range: {text!r} is not LOW-HIGH with 1 <= LOW <= HIGH <= 65535", err=True)
+        raise typer.Exit(1) from None

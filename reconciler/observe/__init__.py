@@ -25,6 +25,7 @@ from reconciler.observe.state import (
     ObservedInstance,
     ResourceClaim,
     Worker,
+    port_span,
 )
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "instances_key",
     "load_snapshot",
     "observe_agents",
+    "port_span",
     "probe_health",
     "put_instances",
 ]

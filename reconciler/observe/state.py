@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, model_validator
 from pydantic.alias_generators import to_camel
 
 GIB = 1024**3
@@ -53,6 +53,22 @@ InstanceStatus = Literal[
 ]
 HelperRole = Literal["rpc-server", "ray-head", "ray-worker"]
 WorkerStatus = Literal["Ready", "NotReady", "Unreachable"]
+
+
+def port_span(text: str) -> range:
+    """The ports of ``LOW-HIGH`` (both included); ValueError unless 1 <= LOW <= HIGH <= 65535."""
+    low, high = (int(part) for part in text.split("-"))
+    if not 1 <= low <= high <= 65535:
+        raise ValueError(f"{text!r}: must be LOW-HIGH with 1 <= LOW <= HIGH <= 65535")
+    return range(low, high + 1)
+
+
+def _port_range(text: str) -> str:
+    port_span(text)
+    return text
+
+
+PortRange = Annotated[str, StringConstraints(pattern=r"^\d{1,5}-\d{1,5}$"), AfterValidator(_port_range)]
 
 
 class Observed(BaseModel):
@@ -204,6 +220,10 @@ class Worker(Observed):
     backends: list[InstalledBackend] = []
     files: list[ModelFile] = []
     ports_in_use: list[int] = []
+    # The agent's --port-range: its instances' ports (None: the Cluster's portRange).
+    port_range: PortRange | None = None
+    # Who holds a port one of this worker's instances wants: "pid N (name)", from the agent.
+    port_holders: dict[int, str] = {}
     not_ready_seconds: float = 0.0
     data_dir: str = "/var/lib/reconciler"
     cache_dir: str = "/var/lib/reconciler/cache"

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from reconciler.estimate.metadata import ModelMetadata, source_key
 from reconciler.observe import GIB, InstanceSpec, ObservedInstance, ObservedState, Worker
 from reconciler.plan.model import Action, Layout, PendingReplica, Plan
+from reconciler.plan.ports import PortBook
 from reconciler.render import render_helper, render_main
 from reconciler.schedule import Capacity, ModelContext, Placement, Scheduler, Unschedulable
 from reconciler.spec import Desired
@@ -44,28 +45,6 @@ def model_hash(ctx: ModelContext) -> str:
         "weights": ctx.metadata.weight_bytes if ctx.metadata else None,
     }
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
-
-
-class _Ports:
-    """Lowest free port per worker within the cluster's range."""
-
-    def __init__(self, workers: Mapping[str, Worker], ports: range) -> None:
-        self.ports = ports
-        self.used: dict[str, set[int]] = {name: set(w.ports_in_use) for name, w in workers.items()}
-
-    def hold(self, worker: str, port: int) -> None:
-        self.used.setdefault(worker, set()).add(port)
-
-    def take(self, worker: str, prefer: int | None = None) -> int | None:
-        used = self.used.setdefault(worker, set())
-        if prefer is not None and prefer in self.ports and prefer not in used:
-            used.add(prefer)
-            return prefer
-        for port in self.ports:
-            if port not in used:
-                used.add(port)
-                return port
-        return None
 
 
 @dataclass
@@ -120,7 +99,7 @@ def plan(
         int(cluster.spec.reserved.vram_gib * GIB),
         {a.name: a.reserved_bytes() for a in cluster.spec.agents if a.reserved is not None},
     )
-    ports = _Ports(workers, cluster.spec.ports())
+    ports = PortBook(workers, cluster.spec.ports())
     contexts = {}
     for model in desired.models:
         key = source_key(model.spec.source)
@@ -149,12 +128,13 @@ def plan(
         gone = next((g for g in (_worker_gone(workers.get(w), grace) for w, _ in group.members) if g), None)
         # No modelHash: written by hand into a snapshot; nothing tells it changed, so it stays.
         changed = [i.id for _, i in group.members if i.model_hash and i.model_hash != hashes[model_name]]
-        if main is not None and gone is None and not changed:
+        taken = None if gone else ports.evicted(group.members)  # a foreign process holds its port
+        if main is not None and gone is None and not changed and taken is None:
             actions.extend(Action("keep", w, i, "up to date") for w, i in group.members)
             _hold(capacity, ports, group, model_name)
             kept.add((model_name, replica))
             continue
-        reason = gone or ("the model's spec changed" if changed else "its main instance is missing")
+        reason = gone or taken or ("the model's spec changed" if changed else "its main instance is missing")
         to_place[(model_name, replica)] = (reason, main[0] if main and gone is None else None, group)
 
     scheduler = Scheduler(observed.workers, capacity, agent_labels)
@@ -174,7 +154,7 @@ def plan(
                 continue
             placed = _render(ctx, outcome, replica, hashes[name], workers, ports, old_members)
             if placed is None:
-                pending.append(PendingReplica(name, replica, "no free port in the cluster's portRange"))
+                pending.append(PendingReplica(name, replica, ports.refusal))
                 actions.extend(Action("delete", w, i, reason) for w, i in old_members)
                 continue
             for worker, spec in placed:
@@ -183,7 +163,7 @@ def plan(
     return Plan.build(revision, actions, pending)
 
 
-def _hold(capacity: Capacity, ports: _Ports, group: _Group, model: str) -> None:
+def _hold(capacity: Capacity, ports: PortBook, group: _Group, model: str) -> None:
     for worker, instance in group.members:
         capacity.take(worker, instance.claim, model, instance.id)
         ports.hold(worker, instance.port)
@@ -195,7 +175,7 @@ def _render(
     replica: int,
     mhash: str,
     workers: Mapping[str, Worker],
-    ports: _Ports,
+    ports: PortBook,
     old: list[tuple[str, ObservedInstance]],
 ) -> list[tuple[str, InstanceSpec]] | None:
     """Every process of one replica: helpers first (the main one names their addresses)."""

@@ -172,7 +172,10 @@ class Scheduler:
         if key not in self._filtered:
             holders = None
             if local is not None:
-                reported = frozenset(w.name for w in self.workers if w.file(local) is not None)
+                # Only Ready workers count: a lost worker's last report would make it the only
+                # holder, and its replicas could never move (agents list a local path only
+                # while one of their instances names it).
+                reported = frozenset(w.name for w in self.workers if w.state == "Ready" and w.file(local) is not None)
                 holders = reported or None  # nobody reports it: the file was read where the reconciler runs
             workers = [w for w in self.workers if manual is None or any(w.name == name for name, _ in manual)]
             self._filtered[key] = filter_workers(workers, model, ctx.backend, selector, self.agent_labels, holders)

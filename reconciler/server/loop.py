@@ -48,6 +48,7 @@ OnState = Callable[[Desired, ObservedState], None]
 PROGRESS_POLL = 2.0  # while instances start or a rollout steps, look again soon
 MAX_BACKOFF = 300.0
 DEFAULT_INTERVAL = 30.0
+MOVE_MARGIN = 0.1  # plan() moves replicas once a worker is lost for more than the grace period
 SYNC_REQUEST = "sync_request"  # meta key: a follower's webhook asks the leader to fetch now
 STATUS_KEY = "status"  # meta key: the leader's last Status, served by followers
 
@@ -157,11 +158,19 @@ class Reconciler:
             delay = requeue_after(outcome, self.interval(), self.failures, random.random())
             if outcome == reasons.SOURCE_UNAVAILABLE:
                 self.next_fetch = self.clock() + delay
-            sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock()))
+            sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock(), self.until_move()))
             if not self.wake.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.wake.wait(), timeout=sleep)
             self.wake.clear()
+
+    def until_move(self) -> float:
+        """A lost worker's grace period ending is a deadline: the pass that moves its replicas
+        must run then, even though nothing else changed (just after it, as plan() wants more)."""
+        if self.desired is None:
+            return float("inf")
+        wait = self.book.next_move(self.desired.cluster.spec.reschedule.grace_period_seconds, self.clock())
+        return float("inf") if wait is None else wait + MOVE_MARGIN
 
     def interval(self) -> float:
         """The Cluster's sync interval; the default when there is none or it cannot be used."""
@@ -289,6 +298,8 @@ class Reconciler:
         applied = await self._apply_phase(desired, observed, self.plan)
         if applied in reasons.RETRIED:
             return applied
+        self._record_moves(self.plan, view)
+        self._remember_assignments(self.plan.desired_sets())
         self._record_applied(self.plan)
         if self.error is not None and self.error.reason not in reasons.STALLED:
             self.error = None
@@ -322,7 +333,6 @@ class Reconciler:
             )
         ]
         if not drift:
-            self._remember_assignments(sets)
             return reasons.UP_TO_DATE
         changed = any(instances_key(s) != running.get(a.name, []) for a, s in drift)
         generation = self.store.next_generation()
@@ -335,7 +345,6 @@ class Reconciler:
         if failed:
             message = "; ".join(f"{r.agent}: {r.detail}" for r in failed)
             return self._failed(reasons.AGENT_UNAVAILABLE, message)
-        self._remember_assignments(sets)
         if not changed:
             return reasons.UP_TO_DATE
         self.metrics.applied(paced)
@@ -471,8 +480,8 @@ class Reconciler:
             (i.state for w in view.workers for i in w.instances),
             (r.state for r in self.book.records.values()),
         )
-        if self.on_state is not None:
-            self.on_state(desired, observed)
+        if self.on_state is not None:  # the router never sees a returned worker's stale copies
+            self.on_state(desired, fence(observed, self.assigned))
         return observed
 
     # --- one pass, as a follower ---------------------------------------------------------
@@ -498,6 +507,20 @@ class Reconciler:
         return reasons.FOLLOWING
 
     # --- bookkeeping -------------------------------------------------------------------
+
+    def _record_moves(self, applied: Plan, view: ObservedState) -> None:
+        """One event per replica that changes worker (its worker was lost) or port (it was taken)."""
+        ports = {(w.name, i.id): i.port for w in view.workers for i in w.instances}
+        for action in applied.actions:
+            spec, worker = action.instance, action.worker
+            before = self.assigned.get(spec.id)
+            if action.action == "create" and before is not None and before != worker:
+                why = action.reason.removeprefix(f"moved from {before}: ")
+                self._event("Normal", "Moved", f"instance/{spec.id}", f"{before} -> {worker}: {why}")
+            old_port = ports.get((worker, spec.id))
+            if action.action == "replace" and old_port not in (None, spec.port):
+                message = f"port {old_port} -> {spec.port} on {worker}: {action.reason}"
+                self._event("Normal", "Moved", f"instance/{spec.id}", message)
 
     def _remember_assignments(self, sets: dict[str, list[InstanceSpec]]) -> None:
         current = {

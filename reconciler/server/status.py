@@ -92,12 +92,21 @@ def build_status(seen: Seen) -> Status:
     )
 
 
+def _grace(seen: Seen) -> float:
+    return seen.desired.cluster.spec.reschedule.grace_period_seconds if seen.desired else 300
+
+
 def _instances(seen: Seen) -> list[dict[str, Any]]:
     instances = []
     for worker in seen.book.view(seen.now).workers:
+        moves_in = seen.book.moves_in(worker.name, _grace(seen), seen.now)
         for i in worker.instances:
             if seen.assigned.get(i.id, worker.name) != worker.name:
                 state, reason = "Stopping", f"stale copy: {i.id} now runs on {seen.assigned[i.id]}"
+            elif moves_in is not None:  # the countdown to re-placement
+                lost = seen.book.lost_seconds(worker.name, seen.now)
+                when = f"moves in {moves_in:.0f} s" if moves_in > 0 else "moving (grace period over)"
+                state, reason = i.state, f"worker {worker.name} lost {lost:.0f} s ago; {when}"
             else:
                 state, reason = i.state, i.message
             instances.append(
@@ -153,6 +162,7 @@ def _workers(seen: Seen) -> list[dict[str, Any]]:
                 "url": record.url,
                 "state": record.state,
                 "lostSeconds": round(seen.book.lost_seconds(name, seen.now), 1),
+                "movesInSeconds": _rounded(seen.book.moves_in(name, _grace(seen), seen.now)),
                 "memoryTotal": last.memory_total if last else None,
                 "memoryFree": last.memory_total - last.memory_used if last else None,
                 "gpus": [
@@ -168,3 +178,7 @@ def _workers(seen: Seen) -> list[dict[str, Any]]:
             }
         )
     return workers
+
+
+def _rounded(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 1)

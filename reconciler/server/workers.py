@@ -87,6 +87,26 @@ class WorkerBook:
     def ready(self) -> set[str]:
         return {name for name, r in self.records.items() if r.state == "Ready"}
 
+    def moves_in(self, name: str, grace: float, now: float) -> float | None:
+        """Seconds until a lost worker's replicas move (0 once due); None for a Ready worker."""
+        record = self.records[name]
+        if record.state == "Ready" or record.last is None:
+            return None
+        return max(0.0, grace - self.lost_seconds(name, now))
+
+    def next_move(self, grace: float, now: float) -> float | None:
+        """Seconds until the next lost worker with instances passes its grace period.
+
+        Only time passes then: no git or agent change would start the pass that moves them.
+        """
+        waits = [
+            wait
+            for name, record in self.records.items()
+            if record.last is not None and record.last.instances
+            if (wait := self.moves_in(name, grace, now))
+        ]
+        return min(waits, default=None)
+
 
 def fence(observed: ObservedState, assigned: Mapping[str, str]) -> ObservedState:
     """Hide stale copies: an instance reported by several workers counts only where it is assigned.
