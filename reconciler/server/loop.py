@@ -188,15 +188,19 @@ class Reconciler:
             return
         lease = self.lease
         while True:
-            change = await asyncio.to_thread(lease.step)
-            if change in ("acquired", "lost"):
-                log.info("%s the leader lease (epoch %s)", change, lease.epoch)
-                self.wake.set()
-            with contextlib.suppress(StoreUnavailable):
+            try:
+                change = await asyncio.to_thread(lease.step)
+                if change in ("acquired", "lost"):
+                    log.info("%s the leader lease (epoch %s)", change, lease.epoch)
+                    self.wake.set()
                 holder = await asyncio.to_thread(lease.holder)
                 self.leader_seen = {"id": holder.id, "epoch": holder.epoch, "url": holder.url} if holder else None
                 if self.leading and lease.is_leader():
                     await asyncio.to_thread(self._sync_requested)
+            except StoreUnavailable as exc:
+                log.warning("leader lease: %s", exc)
+            except Exception:  # a bug here must not stop the renewals of a leader
+                log.exception("leader lease step failed")
             await asyncio.sleep(lease.renew)
 
     def _sync_requested(self) -> None:
@@ -231,16 +235,17 @@ class Reconciler:
         leading = self.is_leader()
         if leading == self.leading:
             return
+        if leading:  # read first: a store failure leaves the role unswitched, to be tried again
+            sync_seen, applied = self.store.get(SYNC_REQUEST), self.store.applied()
+            assigned = {k: a.worker for k, a in self.store.assignments().items()}
+            interrupted = self.store.interrupt_attempts(self.clock())
+            self.sync_seen, self.applied, self.assigned = sync_seen, applied, assigned
         self.leading = leading
         # Either way the next pass starts from the store and the source, not from memory.
         self.checkout, self.desired, self.desired_revision, self.unapplied_row = None, None, "", None
         self.plan, self.rollouts, self.error, self.fenced = None, (), None, set()
         self.force_fetch = True
         if leading:
-            self.sync_seen = self.store.get(SYNC_REQUEST)
-            self.applied = self.store.applied()
-            self.assigned = {k: a.worker for k, a in self.store.assignments().items()}
-            interrupted = self.store.interrupt_attempts(self.clock())
             self._event("Normal", reasons.LEADER, "server", f"leading at epoch {self.epoch}; {interrupted} interrupted")
 
     def _failed(self, reason: str, message: str) -> Outcome:
@@ -504,6 +509,7 @@ class Reconciler:
         if self.desired is not None:
             self.phase = "observe"
             await self._observe(self.desired, record=False)
+        self.error = None
         return reasons.FOLLOWING
 
     # --- bookkeeping -------------------------------------------------------------------
@@ -548,7 +554,10 @@ class Reconciler:
         leader = self.leader_seen
         if self.lease is None or (self.leading and leader is None):
             leader = {"id": self.lease.me.id if self.lease else "", "epoch": self.epoch, "url": ""}
-        return self.current.as_dict("leader" if self.leading else "follower", leader)
+        body = self.current.as_dict("leader" if self.leading else "follower", leader)
+        if not self.leading and self.error is not None:  # the store failed us, not the leader
+            body["error"] = self.error.as_dict()
+        return body
 
 
 def _relative(path: str, root: Path) -> str:
