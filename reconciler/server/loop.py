@@ -227,6 +227,8 @@ class Reconciler:
         self.last = LastPass(self.clock(), duration, outcome, failed_in)
         self.metrics.passes.labels(outcome).inc()
         self.metrics.duration.observe(duration)
+        self.metrics.leader.set(1 if self.leading else 0)
+        self.metrics.epoch.set(self.epoch if self.leading else 0)
         self._publish()
         return outcome
 

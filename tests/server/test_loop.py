@@ -19,6 +19,7 @@ from reconciler.server.loop import SYNC_REQUEST
 from reconciler.server.store import Store, default_url
 from reconciler.source import DirSource
 from reconciler.spec import Agent
+from tests.server.test_hosting import MODEL
 
 GIB = 1024**3
 CLUSTER = """\
@@ -28,16 +29,6 @@ metadata: {{name: t}}
 spec:
   agents: [{{name: a, url: 'http://a.invalid'}}]
   sync: {{interval: {interval}}}
-"""
-MODEL = """\
-apiVersion: reconciler/v1
-kind: Model
-metadata: {{name: web}}
-spec:
-  source: {{localPath: /bin/sh}}
-  backend: custom
-  replicas: {replicas}
-  custom: {{command: "serve --port {{{{ port }}}}", healthPath: /}}
 """
 
 
