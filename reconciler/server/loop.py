@@ -75,6 +75,11 @@ def requeue_after(outcome: Outcome, interval: float, failures: int, jitter: floa
     return interval * (1 + 0.1 * jitter)
 
 
+def warm_up() -> bool:
+    """Run in the planner process at start: loading this function imports everything a plan needs."""
+    return True
+
+
 def _plan_pass(desired: Desired, view: ObservedState, assigned: dict[str, str], revision: str) -> Plan:
     found, failed = gather_cached(desired.models, view, [], desired.cluster.spec.huggingface.endpoint)
     return step(desired, view, assigned, Facts(found, failed), revision)

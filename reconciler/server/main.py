@@ -25,7 +25,7 @@ from reconciler.agent import read_or_create_token
 from reconciler.server import locks
 from reconciler.server.api import create_app
 from reconciler.server.lease import Identity, Lease
-from reconciler.server.loop import OnState, Reconciler, Source
+from reconciler.server.loop import OnState, Reconciler, Source, warm_up
 from reconciler.server.store import Store, default_url, sqlite_path
 from reconciler.source import DirSource
 
@@ -158,6 +158,8 @@ async def _serve(
     if on_store is not None:
         on_store(store)
     planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    # Started (and the planner's modules imported) now: a follower that takes over plans at once.
+    planner.submit(warm_up)
     lease = Lease(store, config.identity(), config.lease_renew)
     rec = Reconciler(
         source,
@@ -173,10 +175,8 @@ async def _serve(
     app = create_app(rec, token_sha256, config.webhook_secret)
     main = _Main(listener(app, config.host, config.port))
     guest = _Guest(listener(router.app, router.host, router.port)) if router else None
-    tasks = [
-        asyncio.create_task(rec.hold_lease(), name="lease"),
-        asyncio.create_task(rec.run(), name="reconcile"),
-    ]
+    leading = [asyncio.create_task(rec.hold_lease(), name="lease"), asyncio.create_task(rec.run(), name="reconcile")]
+    tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]
     if isinstance(source, DirSource):
         tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
     guest_task = asyncio.create_task(guest.serve()) if guest else None
@@ -191,10 +191,25 @@ async def _serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         _forget(config.data_dir)
-        with contextlib.suppress(Exception):  # the store may be gone; the lease then lapses by itself
-            lease.release()
+        await _release(lease)
         planner.shutdown(cancel_futures=True)
         store.close()
+
+
+async def _step_down_on_exit(main: uvicorn.Server, lease: Lease, leading: list[asyncio.Task[None]]) -> None:
+    """On SIGTERM/SIGINT stop the loop and release the lease first: a follower takes over at its
+    next try, while this server still drains its HTTP connections."""
+    while not main.should_exit:
+        await asyncio.sleep(0.05)
+    for task in leading:
+        task.cancel()
+    await asyncio.gather(*leading, return_exceptions=True)
+    await _release(lease)
+
+
+async def _release(lease: Lease) -> None:
+    with contextlib.suppress(Exception):  # the store may be gone; the lease then lapses by itself
+        await asyncio.to_thread(lease.release)
 
 
 async def _follow(source: DirSource, rec: Reconciler) -> None:
