@@ -39,6 +39,8 @@ bench: install
 	$(BIN)/python bench/gemma_estimate.py
 	$(BIN)/python bench/hostile_input.py
 	$(BIN)/python bench/converge.py
+	scripts/install-postgres
+	$(BIN)/python bench/failover.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -150,12 +150,18 @@ class Reconciler:
     def trigger(self) -> None:
         """Fetch the source now (a webhook or a watched change); a follower tells the leader too."""
         if not self.is_leader():
-            try:
-                self.store.put(SYNC_REQUEST, str(time.time_ns()))
-            except StoreUnavailable as exc:
-                log.warning("cannot pass the sync request on to the leader: %s", exc)
+            try:  # off the event loop: a store that does not answer must not stall the API
+                asyncio.get_running_loop().run_in_executor(None, self._request_sync)
+            except RuntimeError:  # called outside the loop
+                self._request_sync()
         self.force_fetch = True
         self.wake.set()
+
+    def _request_sync(self) -> None:
+        try:
+            self.store.put(SYNC_REQUEST, str(time.time_ns()))
+        except StoreUnavailable as exc:
+            log.warning("cannot pass the sync request on to the leader: %s", exc)
 
     async def run(self) -> None:
         while True:
@@ -234,7 +240,7 @@ class Reconciler:
         self.metrics.duration.observe(duration)
         self.metrics.leader.set(1 if self.leading else 0)
         self.metrics.epoch.set(self.epoch if self.leading else 0)
-        self._publish()
+        await asyncio.to_thread(self._publish)
         return outcome
 
     def _switch_role(self) -> None:

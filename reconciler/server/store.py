@@ -33,7 +33,7 @@ from reconciler.errors import SourceUnavailable, one_line
 MIGRATIONS = Path(__file__).parent / "migrations"
 # Any constant both servers agree on: the key of the advisory lock held while migrating.
 MIGRATION_LOCK = 0x7265636F6E63
-CONNECT_TIMEOUT = 5  # seconds; an unreachable store fails the start, not hangs it
+CONNECT_TIMEOUT = 2  # seconds; an unreachable store fails the start (or a step), not hangs it
 P = ParamSpec("P")
 R = TypeVar("R")
 

@@ -4,7 +4,9 @@
 - SIGSTOP of the leader: the other takes over; after SIGCONT the old one's sets are refused
   (409, epoch) and it follows;
 - one agent's host cut off for 30 s: its replica is re-placed after the grace period, and
-  the stale copy is stopped (and fenced) when the host returns.
+  the stale copy is stopped (and fenced) when the host returns;
+- PostgreSQL stopped: nothing changes, status is still served with StoreUnavailable, the
+  instances keep running; when it returns a leader is chosen again and applies the next commit.
 
 Skipped, with the reason, where PostgreSQL or network namespaces are unavailable.
 """
@@ -77,7 +79,6 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
     why = unavailable() or netns_unavailable()
     if why:
         pytest.skip(why)
-    tmp_path.chmod(0o755)
     with postgres() as pg:
         made = Setup(tmp_path, pg)
         try:
@@ -157,3 +158,46 @@ def test_a_partitioned_host_loses_its_replica_and_its_stale_copy_is_stopped(setu
     epoch = leader.status()["leader"]["epoch"]
     assert stale.record()["epoch"] == epoch  # and the returned agent is fenced at the leader's epoch
     assert other.running() == ["web-0"]
+
+
+def test_postgres_down_stops_changes_not_serving(tmp_path: Path) -> None:
+    why = unavailable()
+    if why:
+        pytest.skip(why)
+    with postgres() as pg:
+        agent = Agent(tmp_path, "a")
+        origin = Origin(tmp_path)
+        servers = [Server(tmp_path, name, origin, pg.url) for name in ("s1", "s2")]
+        try:
+            files = {"cluster.yaml": cluster_yaml([agent]), "web.yaml": WEB.format(replicas=1, command=HTTP_SERVER)}
+            origin.push(files, "one")
+            for server in servers:
+                server.start()
+            wait_for(lambda: agent.running() == ["web-0"], 60, "the replica Running")
+            pids = agent.instances()
+            pg.stop()
+            try:
+                for server in servers:
+                    wait_for(
+                        lambda s=server: (s.status()["error"] or {}).get("reason") == "StoreUnavailable",
+                        40,
+                        f"{server.name} reporting StoreUnavailable",
+                    )
+                assert agent.instances() == pids  # the agent keeps its instances
+            finally:
+                pg.start()
+            roles = wait_for(
+                lambda: sorted(str(s.role()) for s in servers) == ["follower", "leader"], 60, "a leader again"
+            )
+            assert roles
+            leader = next(s for s in servers if s.role() == "leader")
+            wait_for(lambda: leader.status()["error"] is None, 30, "the error cleared")
+            revision = origin.push({"web.yaml": WEB.format(replicas=2, command=HTTP_SERVER)}, "two")
+            leader.sync()
+            wait_for(lambda: leader.status()["revision"] == revision, 60, "the next commit applied")
+            wait_for(lambda: agent.running() == ["web-0", "web-1"], 60, "two replicas")
+            assert agent.instances()["web-0"] == pids["web-0"]
+        finally:
+            for server in servers:
+                server.stop()
+            agent.stop()
