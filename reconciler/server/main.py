@@ -25,15 +25,12 @@ from reconciler.agent import read_or_create_token
 from reconciler.server import locks
 from reconciler.server.api import create_app
 from reconciler.server.lease import Identity, Lease
+from reconciler.server.listen import listener
 from reconciler.server.loop import OnState, Reconciler, Source, warm_up
 from reconciler.server.store import Store, default_url, sqlite_path
 from reconciler.source import DirSource
 
 log = logging.getLogger("reconciler.server")
-# Every listener we run: a client that never finishes its request or idles is dropped, and
-# connections past the limit get 503 rather than the process's last descriptors.
-KEEP_ALIVE_SECONDS = 5
-MAX_CONNECTIONS = 512
 
 
 @dataclass(frozen=True)
@@ -90,19 +87,6 @@ def _client_host(host: str) -> str:
 
 def server_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
-
-
-def listener(app: Any, host: str, port: int) -> uvicorn.Config:
-    """uvicorn settings every listener of the server shares (idle timeout, connection cap)."""
-    return uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        access_log=False,
-        timeout_keep_alive=KEEP_ALIVE_SECONDS,
-        limit_concurrency=MAX_CONNECTIONS,
-        h11_max_incomplete_event_size=64 * 1024,
-    )
 
 
 def claim(config: ServerConfig, url: str) -> list[int]:
