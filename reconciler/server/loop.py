@@ -132,11 +132,11 @@ class Reconciler:
         self.assigned = {k: a.worker for k, a in store.assignments().items()}
         self.last = LastPass()
         self.phase: Phase = "source"
-        self.current = Status({})
         self.leader_seen: dict[str, object] | None = None
         self.router_url: str | None = None  # where the hosted router answers, for status
         if self.applied is not None:
             self.metrics.applied_at = self.applied["appliedAt"]
+        self.current = build_status(self._seen())  # the shape of status before the first pass ends
 
     # --- driving -----------------------------------------------------------------------
 
@@ -277,25 +277,26 @@ class Reconciler:
                 if stored:
                     self.current = Status(json.loads(stored))
             return
-        self.current = build_status(
-            Seen(
-                now=self.clock(),
-                book=self.book,
-                desired=self.desired,
-                pending=self.plan.pending if self.plan else (),
-                rollouts=self.rollouts,
-                assigned=dict(self.assigned),
-                applied=self.applied,
-                attempted=self.checkout.revision if self.checkout else None,
-                source=self.source.describe(),
-                error=self.error,
-                last=self.last,
-                router_url=self.router_url,
-            )
-        )
+        self.current = build_status(self._seen())
         if self.lease is not None:
             with contextlib.suppress(StoreUnavailable):
                 self.store.put(STATUS_KEY, json.dumps(self.current.body))
+
+    def _seen(self) -> Seen:
+        return Seen(
+            now=self.clock(),
+            book=self.book,
+            desired=self.desired,
+            pending=self.plan.pending if self.plan else (),
+            rollouts=self.rollouts,
+            assigned=dict(self.assigned),
+            applied=self.applied,
+            attempted=self.checkout.revision if self.checkout else None,
+            source=self.source.describe(),
+            error=self.error,
+            last=self.last,
+            router_url=self.router_url,
+        )
 
     # --- one pass, as the leader ---------------------------------------------------------
 

@@ -159,6 +159,7 @@ async def _serve(
     app = create_app(rec, token_sha256, config.webhook_secret)
     main = _Main(listener(app, config.host, config.port))
     guest = _Guest(listener(router.app, router.host, router.port)) if router else None
+    await asyncio.to_thread(lease.step)  # a lone server (or the first of several) leads from its first pass
     leading = [asyncio.create_task(rec.hold_lease(), name="lease"), asyncio.create_task(rec.run(), name="reconcile")]
     tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]
     if isinstance(source, DirSource):
