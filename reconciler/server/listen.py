@@ -6,10 +6,13 @@ uvicorn has the idle timeout and the limit; the header deadline is the protocol 
 from __future__ import annotations
 
 import asyncio
+import socket
 from typing import Any
 
 import uvicorn
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from reconciler.server.locks import InUse
 
 HEADER_TIMEOUT = 10.0  # seconds from a connection's start, or a request's first byte, to its last header
 KEEP_ALIVE_SECONDS = 5
@@ -60,3 +63,14 @@ def listener(app: Any, host: str, port: int, header_timeout: float = HEADER_TIME
         timeout_keep_alive=KEEP_ALIVE_SECONDS,
         limit_concurrency=MAX_CONNECTIONS,
     )
+
+
+def check_free(host: str, port: int) -> None:
+    """Raise InUse (one line, exit 1) when ``host:port`` cannot be listened on; uvicorn would exit 3."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise InUse(f"cannot listen on {host}:{port}: {exc.strerror}") from exc

@@ -25,7 +25,7 @@ from reconciler.agent import read_or_create_token
 from reconciler.server import locks
 from reconciler.server.api import create_app
 from reconciler.server.lease import Identity, Lease
-from reconciler.server.listen import listener
+from reconciler.server.listen import check_free, listener
 from reconciler.server.loop import OnState, Reconciler, Source, warm_up
 from reconciler.server.store import Store, default_url, sqlite_path
 from reconciler.source import DirSource
@@ -122,6 +122,9 @@ async def serve(
     data = config.data_dir
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     url = config.store_url or default_url(data)
+    check_free(config.host, config.port)
+    if router is not None:
+        check_free(router.host, router.port)
     held = claim(config, url)
     try:
         await _serve(config, source, Store(url), on_state, router, on_store)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -103,3 +104,14 @@ def test_serve_with_a_router_on_a_new_data_dir_starts(tmp_path: Path) -> None:
         server.send_signal(signal.SIGTERM)
         errors = server.communicate(timeout=30)[1].decode()
     assert server.returncode == 0, errors
+
+
+def test_a_port_in_use_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        result = runner.invoke(
+            app, ["serve", "--watch", str(tmp_path), "--data-dir", str(tmp_path), "--host", "127.0.0.1", "--port", port]
+        )
+    assert result.exit_code == 1 and f"cannot listen on 127.0.0.1:{port}" in result.output, result.output
