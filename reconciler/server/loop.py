@@ -506,7 +506,7 @@ class Reconciler:
     # --- one pass, as a follower ---------------------------------------------------------
 
     async def _follow(self) -> Outcome:
-        """Keep a view for reads and the router: fetch, validate and observe; write nothing."""
+        """Keep a view for reads and routers: fetch, validate, observe and plan; apply and write nothing."""
         self.phase = "source"
         now = self.clock()
         if self.force_fetch or now >= self.next_fetch or self.checkout is None:
@@ -523,6 +523,9 @@ class Reconciler:
         if self.desired is not None:
             self.phase = "observe"
             await self._observe(self.desired, record=False)
+            # The plan the leader applies (same inputs, same plan): what routers of this server route by.
+            self.phase = "plan"
+            self.plan = await self._plan_phase(self.desired, fence(self.book.view(self.clock()), self.assigned))
         self.error = None
         return reasons.FOLLOWING
 

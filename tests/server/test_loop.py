@@ -210,6 +210,8 @@ def test_a_follower_changes_nothing_and_passes_webhooks_on(tmp_path: Path) -> No
     assert len(agents.puts) == puts and len(store.history()) == rows
     assert follower.status()["role"] == "follower"
     assert follower.status()["models"] == leader.status()["models"]  # the leader's stored status
+    assert follower.plan is not None and leader.plan is not None  # routers of either route alike
+    assert follower.plan.desired_sets() == leader.plan.desired_sets()
     follower.trigger()  # a webhook at the follower
     assert store.get(SYNC_REQUEST) is not None
     leader.force_fetch = False
