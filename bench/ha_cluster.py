@@ -154,10 +154,10 @@ class Agent:
     def stop(self) -> None:
         if self.process.poll() is None:
             with httpx.Client(timeout=10) as client:
-                try:  # its instances go with it; an epoch beyond any leader's is fine at the end
+                try:  # its instances go with it (epoch 0: outside the lease, only the generation counts)
                     client.put(
                         f"{self.url}/v1/instances",
-                        json={"epoch": 2**62, "generation": time.time_ns(), "instances": []},
+                        json={"generation": time.time_ns(), "instances": []},
                         headers=self.headers(),
                     )
                     wait_for(lambda: not self.instances(), 30, "instances stopped")

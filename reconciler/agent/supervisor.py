@@ -129,9 +129,11 @@ def fencing(accepted: tuple[int, int], offered: tuple[int, int], same: bool) -> 
 
     A set from an older epoch is stale whatever its generation: a paused or partitioned old
     leader cannot undo its successor's work. Within an epoch, an older generation is stale,
-    and so is a different set under the accepted generation. A newer pair is taken (and
-    persisted) even when the set is the same, so the agent remembers the highest epoch.
+    and so is a different set under the accepted generation. Epoch 0 is a set from outside
+    the leader lease (``reconcile apply``, ``down``): only its generation is compared.
     """
+    if offered[0] == 0:
+        accepted, offered = (0, accepted[1]), (0, offered[1])
     if offered < accepted or (offered == accepted and not same):
         return "stale"
     return "unchanged" if offered == accepted else "newer"
@@ -171,7 +173,9 @@ class Supervisor:
         verdict = fencing((self.record.epoch, self.record.generation), (epoch, generation), same)
         if verdict != "newer":
             return verdict
-        self.record = self.record.model_copy(update={"epoch": epoch, "generation": generation, "instances": specs})
+        # The highest epoch seen is kept (and persisted), so a restart does not forget it.
+        update = {"epoch": max(epoch, self.record.epoch), "generation": generation, "instances": specs}
+        self.record = self.record.model_copy(update=update)
         self._persist()
         self.wake.set()
         return "unchanged" if same else "accepted"

@@ -118,7 +118,7 @@ class Agent:
             try:
                 httpx.put(
                     f"{self.url}/v1/instances",
-                    json={"epoch": 2**62, "generation": 2**62, "instances": []},  # past any leader's epoch
+                    json={"generation": 2**62, "instances": []},
                     headers={"Authorization": f"Bearer {TOKEN}"},
                     timeout=10,
                 )

@@ -314,9 +314,7 @@ def agent(tmp_path: Path) -> Iterator[str]:
     wait_for(lambda: _healthy(url), what="the agent")
     yield url
     headers = {"Authorization": f"Bearer {AGENT_TOKEN}"}
-    httpx.put(
-        f"{url}/v1/instances", json={"epoch": 2**62, "generation": time.time_ns(), "instances": []}, headers=headers
-    )
+    httpx.put(f"{url}/v1/instances", json={"generation": time.time_ns(), "instances": []}, headers=headers)
     wait_for(lambda: not httpx.get(f"{url}/v1/state", headers=headers).json()["instances"], what="instances stopped")
     process.terminate()
     process.wait(timeout=30)
