@@ -82,7 +82,7 @@ def serve_command(
     ] = "127.0.0.1",
     server_id: Annotated[
         str | None,
-        typer.Option("--id", help="This server's name among those of one store, unique [default: hostname:port]."),
+        typer.Option("--id", help="This server's name among those of one store, unique (default: hostname:port)."),
     ] = None,
     lease_renew: Annotated[
         float,
