@@ -26,6 +26,7 @@ stop:
 
 test: install
 	scripts/install-llama-cpp
+	scripts/install-postgres
 	scripts/check
 
 check: test
@@ -39,6 +40,8 @@ bench: install
 	$(BIN)/python bench/hostile_input.py
 	$(BIN)/python bench/converge.py
 	$(BIN)/python bench/idle.py
+	scripts/install-postgres
+	$(BIN)/python bench/failover.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -116,14 +116,15 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
         if len(ids) != len(set(ids)):
             raise HTTPException(422, "instance ids repeat")
         try:
-            outcome = supervisor.accept(body.generation, body.instances)
+            outcome = supervisor.accept(body.generation, body.instances, body.epoch)
         except RecordNotSaved as exc:
             raise HTTPException(507, str(exc)) from exc
         if outcome == "stale":
+            held = supervisor.record
             raise HTTPException(
                 409,
-                f"generation {body.generation} is older than the accepted "
-                f"{supervisor.record.generation} (or differs from it)",
+                f"epoch {body.epoch} generation {body.generation} is older than the accepted "
+                f"epoch {held.epoch} generation {held.generation} (or differs from it)",
             )
         return {"generation": supervisor.record.generation, "changed": outcome == "accepted"}
 

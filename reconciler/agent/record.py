@@ -22,10 +22,12 @@ class ProcessRecord(BaseModel):
 
 
 class AgentRecord(BaseModel):
-    """The accepted desired set with its generation, and the process of each instance."""
+    """The accepted desired set with its generation, the highest leader epoch seen, and the
+    process of each instance."""
 
     model_config = ConfigDict(extra="forbid")
 
+    epoch: int = 0
     generation: int = 0
     instances: list[InstanceSpec] = []
     processes: dict[str, ProcessRecord] = {}

@@ -125,6 +125,21 @@ class Instance:
         )
 
 
+def fencing(accepted: tuple[int, int], offered: tuple[int, int], same: bool) -> Literal["newer", "unchanged", "stale"]:
+    """The one rule for a set handed to the agent, by (leader epoch, generation).
+
+    A set from an older epoch is stale whatever its generation: a paused or partitioned old
+    leader cannot undo its successor's work. Within an epoch, an older generation is stale,
+    and so is a different set under the accepted generation. Epoch 0 is a set from outside
+    the leader lease (``reconcile apply``, ``down``): only its generation is compared.
+    """
+    if offered[0] == 0:
+        accepted, offered = (0, accepted[1]), (0, offered[1])
+    if offered < accepted or (offered == accepted and not same):
+        return "stale"
+    return "unchanged" if offered == accepted else "newer"
+
+
 class Supervisor:
     def __init__(
         self,
@@ -149,8 +164,10 @@ class Supervisor:
 
     # --- the accepted set -------------------------------------------------------------
 
-    def accept(self, generation: int, specs: list[InstanceSpec]) -> Literal["accepted", "unchanged", "stale"]:
-        """Take a new full set; an older generation (or a different set at the same one) is stale.
+    def accept(
+        self, generation: int, specs: list[InstanceSpec], epoch: int = 0
+    ) -> Literal["accepted", "unchanged", "stale"]:
+        """Take a new full set, unless ``fencing`` calls it stale.
 
         Spec hashes are computed here, never taken from the client: a changed argv or port
         under an unchanged hash must still replace the process. The new set is on disk before
@@ -158,13 +175,17 @@ class Supervisor:
         """
         specs = [spec.model_copy(update={"spec_hash": spec_hash(spec)}) for spec in specs]
         same = sorted((s.id, s.spec_hash) for s in specs) == sorted((s.id, s.spec_hash) for s in self.record.instances)
-        if generation < self.record.generation or (generation == self.record.generation and not same):
-            return "stale"
-        if generation == self.record.generation:
-            return "unchanged"
-        record = self.record.model_copy(
-            update={"generation": generation, "instances": specs, "processes": self._processes()}
-        )
+        verdict = fencing((self.record.epoch, self.record.generation), (epoch, generation), same)
+        if verdict != "newer":
+            return verdict
+        # The highest epoch seen is kept (and persisted), so a restart does not forget it.
+        update = {
+            "epoch": max(epoch, self.record.epoch),
+            "generation": generation,
+            "instances": specs,
+            "processes": self._processes(),
+        }
+        record = self.record.model_copy(update=update)
         try:
             save_record(self.record_path, record)
         except OSError as exc:

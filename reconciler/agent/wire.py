@@ -103,10 +103,12 @@ def refused_environment(env: dict[str, str]) -> str | None:
 
 
 class InstanceSet(BaseModel):
-    """Body of ``PUT /v1/instances``: the full desired set and its generation."""
+    """Body of ``PUT /v1/instances``: the full desired set, its generation, and the epoch of
+    the leader that sends it (0 from a server without a lease, or ``reconcile apply``)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    epoch: int = Field(default=0, ge=0, le=MAX_GENERATION)
     generation: Annotated[int, Field(ge=0, le=MAX_GENERATION), AfterValidator(_not_ahead)]
     instances: list[Annotated[InstanceSpec, AfterValidator(check_spec)]]
 

@@ -80,14 +80,30 @@ def serve_command(
     router_host: Annotated[
         str, typer.Option("--router-host", help="Address of the router (loopback unless API keys are configured).")
     ] = "127.0.0.1",
+    server_id: Annotated[
+        str | None,
+        typer.Option("--id", help="This server's name among those of one store, unique (default: hostname:port)."),
+    ] = None,
+    lease_renew: Annotated[
+        float,
+        typer.Option(
+            "--lease-renew",
+            min=0.2,
+            max=60.0,
+            help="Seconds between renewals of the leader lease; it lapses after five missed ones.",
+        ),
+    ] = 2.0,
 ) -> None:
     """Run the GitOps server: follow a git branch (or a folder), converge the agents, serve status.
 
     A push is picked up at the Cluster's sync.interval, or at once through the webhook.
+    Several servers may share one PostgreSQL store (--store-url postgresql+psycopg://...):
+    one leads (changes the cluster), the others serve reads and take over within seconds.
     """
     from reconciler.cli._common import read_token
     from reconciler.errors import SourceUnavailable
     from reconciler.server import ServerConfig, run_server
+    from reconciler.server.locks import InUse
     from reconciler.source import DirSource, GitSource
 
     if (git_url is None) == (watch is None):
@@ -108,35 +124,41 @@ def serve_command(
         webhook_secret=secret,
         agent_token=read_token(agent_token_file),
         worker_poll=worker_poll,
+        server_id=server_id,
+        lease_renew=lease_renew,
     )
-    hosted, on_state = None, None
+    hosted, on_state, on_store = None, None, None
     if router_port:
-        from datetime import date
-
-        from reconciler.router import build_table, create_router_app
-        from reconciler.server import HostedApp
-        from reconciler.server.store import Store, default_url
-
-        store = Store(store_url or default_url(data))
-
-        class StoreUsage:
-            """The router meters by date; the store keeps the day as ISO text."""
-
-            def add_usage(
-                self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int
-            ) -> None:
-                store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
-
-        app, update_table = create_router_app(usage=StoreUsage())
-        hosted = HostedApp(app, router_port, router_host)
-
-        def on_state(desired: Any, observed: Any) -> None:
-            update_table(build_table(desired, observed))
-
+        hosted, on_state, on_store = _hosted_router(router_port, router_host)
     try:
-        run_server(config, source, on_state=on_state, router=hosted)
-    except SourceUnavailable as exc:
+        run_server(config, source, on_state=on_state, router=hosted, on_store=on_store)
+    except (SourceUnavailable, InUse) as exc:
         raise _die(str(exc)) from exc
+
+
+def _hosted_router(port: int, host: str) -> tuple[Any, Any, Any]:
+    """The router served beside the server: its table from every observation, usage into the store."""
+    from datetime import date
+
+    from reconciler.router import build_table, create_router_app
+    from reconciler.server import HostedApp
+    from reconciler.server.store import Store
+
+    opened: list[Store] = []
+
+    class StoreUsage:
+        """The router meters by date; the store keeps the day as ISO text."""
+
+        def add_usage(self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int) -> None:
+            if opened:
+                opened[0].add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
+
+    app, update_table = create_router_app(usage=StoreUsage())
+
+    def on_state(desired: Any, observed: Any) -> None:
+        update_table(build_table(desired, observed))
+
+    return HostedApp(app, port, host), on_state, opened.append
 
 
 # --- clients of a running server ---------------------------------------------------------

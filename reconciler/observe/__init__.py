@@ -1,7 +1,15 @@
 """Stage 3: observed state. What the agents report, and snapshots of it."""
 
 from reconciler.observe.apply import Applied, Put, Sets, apply_sets, instances_key
-from reconciler.observe.client import ApplyResult, observe_agents, probe_health, put_instances, tls
+from reconciler.observe.client import (
+    AgentClient,
+    ApplyResult,
+    HttpAgentClient,
+    observe_agents,
+    probe_health,
+    put_instances,
+    tls,
+)
 from reconciler.observe.snapshot import ObservedState, load_snapshot
 from reconciler.observe.state import (
     GIB,
@@ -26,11 +34,13 @@ __all__ = [
     "MAX_BLOCKS",
     "MAX_BYTES",
     "MIB",
+    "AgentClient",
     "Applied",
     "ApplyResult",
     "GGUFFacts",
     "GPUDevice",
     "HelperRole",
+    "HttpAgentClient",
     "InstalledBackend",
     "InstanceSpec",
     "ModelFile",

@@ -24,6 +24,7 @@ class Applied:
     sent: tuple[ApplyResult, ...]  # one per agent sent its set
     skipped: tuple[ApplyResult, ...]  # agents not ready: nothing sent
     unchanged: tuple[str, ...]  # agents that already run their set
+    changed: bool = False  # some agent was sent a set that differs from what it runs
 
     @property
     def failed(self) -> tuple[ApplyResult, ...]:
@@ -42,8 +43,13 @@ def apply_sets(
     ready: Collection[str],
     put: Put,
     generation: Callable[[], int],
+    resend: Collection[str] = (),
 ) -> Applied:
-    """Send every ready agent whose set differs its full set, concurrently (through ``put``)."""
+    """Send every ready agent whose set differs its full set, concurrently (through ``put``).
+
+    Agents in ``resend`` get their set even when it is unchanged: a new leader's epoch must
+    reach every agent once.
+    """
     running = {w.name: instances_key(w.instances) for w in observed.workers}
     drift = []
     unchanged = []
@@ -53,10 +59,11 @@ def apply_sets(
         wanted = sets.get(agent.name, [])
         if instances_key(wanted) == running.get(agent.name, []):
             unchanged.append(agent.name)
-        else:
+        if agent.name in resend or agent.name not in unchanged:
             drift.append((agent, wanted))
     skipped = tuple(
         ApplyResult(a.name, False, f"not ready at {a.url}; not applied") for a in agents if a.name not in ready
     )
     sent = tuple(put(drift, generation())) if drift else ()
-    return Applied(sent, skipped, tuple(unchanged))
+    changed = any(agent.name not in unchanged for agent, _ in drift)
+    return Applied(sent, skipped, tuple(unchanged), changed)

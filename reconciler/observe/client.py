@@ -1,7 +1,8 @@
 """Talk to the agents of a Cluster, concurrently: read their state, hand them their sets.
 
 An agent that does not answer is reported Unreachable; one that fails a PUT does not
-stop the others.
+stop the others. ``AgentClient`` is the whole of the server's agent I/O, so the loop can
+be driven against a fake of this network edge.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import json
 import ssl
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 import httpx
 from pydantic import ValidationError
@@ -86,13 +88,23 @@ class ApplyResult:
     agent: str
     ok: bool
     detail: str
+    refused: bool = False  # 409: the agent holds a newer epoch or generation (we are fenced)
 
 
 async def _put(
-    client: httpx.AsyncClient, agent: Agent, token: str | None, generation: int, instances: Sequence[InstanceSpec]
+    client: httpx.AsyncClient,
+    agent: Agent,
+    token: str | None,
+    fence: tuple[int, int],
+    instances: Sequence[InstanceSpec],
 ) -> ApplyResult:
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    body = {"generation": generation, "instances": [i.model_dump(mode="json", by_alias=True) for i in instances]}
+    epoch, generation = fence
+    body = {
+        "epoch": epoch,
+        "generation": generation,
+        "instances": [i.model_dump(mode="json", by_alias=True) for i in instances],
+    }
     try:
         response = await client.put(f"{agent.url.rstrip('/')}/v1/instances", json=body, headers=headers)
     except httpx.HTTPError as exc:
@@ -106,14 +118,17 @@ async def _put(
         detail = response.json().get("detail", response.text)
     except ValueError:
         detail = response.text
-    return ApplyResult(agent.name, False, f"HTTP {response.status_code}: {detail}")
+    return ApplyResult(agent.name, False, f"HTTP {response.status_code}: {detail}", response.status_code == 409)
 
 
 async def _put_all(
-    sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]], token: str | None, generation: int, timeout: httpx.Timeout
+    sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]],
+    token: str | None,
+    fence: tuple[int, int],
+    timeout: httpx.Timeout,
 ) -> list[ApplyResult]:
     async with httpx.AsyncClient(timeout=timeout, verify=tls()) as client:
-        return list(await asyncio.gather(*(_put(client, a, token, generation, s) for a, s in sets)))
+        return list(await asyncio.gather(*(_put(client, a, token, fence, s) for a, s in sets)))
 
 
 def put_instances(
@@ -121,6 +136,42 @@ def put_instances(
     token: str | None,
     generation: int,
     timeout: httpx.Timeout = STATE_TIMEOUT,
+    *,
+    epoch: int = 0,
 ) -> list[ApplyResult]:
-    """PUT every agent its full set, concurrently; one agent's failure does not stop the others."""
-    return asyncio.run(_put_all(sets, token, generation, timeout))
+    """PUT every agent its full set, concurrently; one agent's failure does not stop the others.
+
+    ``epoch`` is the sending leader's; an agent that has seen a higher one refuses (409).
+    """
+    return asyncio.run(_put_all(sets, token, (epoch, generation), timeout))
+
+
+class AgentClient(Protocol):
+    """The server's agent I/O: read every agent's state, probe health, hand out sets."""
+
+    def observe(self, agents: Sequence[Agent]) -> ObservedState: ...
+
+    def health(self, agents: Sequence[Agent]) -> dict[str, bool]: ...
+
+    def put(
+        self, sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]], generation: int, epoch: int
+    ) -> list[ApplyResult]: ...
+
+
+class HttpAgentClient:
+    """AgentClient over the agents' HTTP API, with the operator's agent token."""
+
+    def __init__(self, token: str | None, timeout: httpx.Timeout = STATE_TIMEOUT) -> None:
+        self.token = token
+        self.timeout = timeout
+
+    def observe(self, agents: Sequence[Agent]) -> ObservedState:
+        return observe_agents(agents, self.token, self.timeout)
+
+    def health(self, agents: Sequence[Agent]) -> dict[str, bool]:
+        return probe_health(agents, self.timeout)
+
+    def put(
+        self, sets: Sequence[tuple[Agent, Sequence[InstanceSpec]]], generation: int, epoch: int
+    ) -> list[ApplyResult]:
+        return put_instances(sets, self.token, generation, self.timeout, epoch=epoch)

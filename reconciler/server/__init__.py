@@ -1,7 +1,8 @@
 """Stage 9: the GitOps server. The reconcile loop, its store, status API and metrics."""
 
-from reconciler.server.loop import Outcome, Reconciler, requeue_after
+from reconciler.server.loop import Reconciler, requeue_after
 from reconciler.server.main import HostedApp, ServerConfig, run_server, serve, server_file
+from reconciler.server.reasons import Outcome
 from reconciler.server.store import Assignment, Store, default_url
 from reconciler.server.workers import WorkerBook, fence
 

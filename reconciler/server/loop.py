@@ -1,54 +1,56 @@
 """The reconcile loop, Flux-shaped and level-triggered.
 
-One pass: fetch the source when due (a new revision is recorded as attempted first, then
-loaded and validated); observe every agent; plan the next step off the event loop; apply
-to the agents whose set differs; record the revision as applied only when that succeeded.
-Each outcome has its requeue rule (``requeue_after``). An invalid or refused revision is
-never applied and never retried: the last good one keeps being reconciled until a new
-commit arrives.
+One pass runs named phases: source (fetch when due; a new revision is recorded as attempted
+first), validate (load the manifests), observe (every agent), plan (the next step of every
+rollout, off the event loop), apply (to the agents whose set differs), health (is anything still starting).
+The revision is recorded as applied only when every phase succeeded. Each outcome has its
+requeue rule (``requeue_after``). An invalid or refused revision is never applied and never
+retried: the last good one keeps being reconciled until a new commit arrives. A pass that
+fails for any other reason (an agent, the store, a bug) ends as an error, is shown in status
+and is retried with backoff; the loop itself never stops.
+
+Only the leader (``Lease``) changes anything. A follower fetches, validates and observes to
+serve reads and its router, and passes webhooks on to the leader through the store.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
 from collections.abc import Callable
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
-from reconciler.errors import SourceUnavailable, SpecInvalid
+from reconciler.errors import SourceUnavailable, SpecInvalid, one_line
 from reconciler.estimate import FactBook, cache_file
-from reconciler.observe import (
-    ApplyResult,
-    InstanceSpec,
-    ObservedState,
-    Sets,
-    apply_sets,
-    observe_agents,
-    probe_health,
-    put_instances,
-)
+from reconciler.observe import AgentClient, HttpAgentClient, InstanceSpec, ObservedState, apply_sets
 from reconciler.plan import Plan, Rollout, step
+from reconciler.server import reasons
+from reconciler.server.lease import Lease
 from reconciler.server.metrics import Metrics
-from reconciler.server.status import build_status
-from reconciler.server.store import Assignment, Store
+from reconciler.server.reasons import Outcome, Phase
+from reconciler.server.status import Condition, LastPass, Seen, Status, build_status
+from reconciler.server.store import Assignment, Store, StoreUnavailable
 from reconciler.server.workers import WorkerBook, fence
 from reconciler.source import Checkout
 from reconciler.spec import Desired, load_desired
 
 log = logging.getLogger("reconciler.server")
 
-Outcome = Literal["Applied", "UpToDate", "Progressing", "Invalid", "Refused", "SourceUnavailable", "AgentUnavailable"]
 OnState = Callable[[Desired, ObservedState], None]
 PROGRESS_POLL = 2.0  # while instances start or a rollout steps, look again soon
 MAX_BACKOFF = 300.0
+DEFAULT_INTERVAL = 30.0
 MOVE_MARGIN = 0.1  # plan() moves replicas once a worker is lost for more than the grace period
+SYNC_REQUEST = "sync_request"  # meta key: a follower's webhook asks the leader to fetch now
+STATUS_KEY = "status"  # meta key: the leader's last Status, served by followers
 
 
 class Source(Protocol):
@@ -65,41 +67,17 @@ def requeue_after(outcome: Outcome, interval: float, failures: int, jitter: floa
     ``failures`` counts consecutive failed passes (this one included); ``jitter`` in [0, 1)
     spreads the passes of many servers over a tenth of the interval.
     """
-    if outcome in ("SourceUnavailable", "AgentUnavailable"):
+    if outcome in reasons.RETRIED:
         return min(2.0 ** max(failures - 1, 0), max(interval, 1.0), MAX_BACKOFF)
-    if outcome == "Progressing":
+    if outcome == reasons.PROGRESSING:
         return min(PROGRESS_POLL, interval)
-    # Applied, up to date, or a revision that must wait for a new commit: the next poll.
+    # Applied, up to date, following, or a revision that must wait for a new commit: the next poll.
     return interval * (1 + 0.1 * jitter)
 
 
-@dataclass
-class LastPass:
-    at: float = 0.0
-    duration: float = 0.0
-    outcome: str = ""
-
-
-@dataclass
-class Condition:
-    """The last error worth showing: message plus file:line diagnostics where there are some."""
-
-    reason: str
-    message: str
-    revision: str = ""
-    diagnostics: list[dict[str, object]] = field(default_factory=list)
-
-    def as_dict(self) -> dict[str, object]:
-        return {
-            "reason": self.reason,
-            "message": self.message,
-            "revision": self.revision,
-            "diagnostics": self.diagnostics,
-        }
-
-
-def _put(token: str | None, sets: Sets, generation: int) -> list[ApplyResult]:
-    return put_instances(sets, token, generation)
+def warm_up() -> bool:
+    """Run in the planner process at start: loading this function imports everything a plan needs."""
+    return True
 
 
 class Reconciler:
@@ -109,15 +87,21 @@ class Reconciler:
         store: Store,
         agent_token: str | None,
         *,
+        agents: AgentClient | None = None,
+        lease: Lease | None = None,
         on_state: OnState | None = None,
         worker_poll: float = 10.0,
         planner: Executor | None = None,
     ) -> None:
-        """``planner``: where plans are computed; a process keeps a large plan from starving the
+        """``agents``: the agent I/O (HTTP with ``agent_token`` unless given). ``lease``: the
+        leader lease among the servers of the store; without one this server always leads.
+        ``planner``: where plans are computed; a process keeps a large plan from starving the
         event loop of the GIL (a thread gets it back only every few hundred ms at 5,000 replicas)."""
         self.source = source
         self.store = store
         self.agent_token = agent_token
+        self.agents: AgentClient = agents or HttpAgentClient(agent_token)
+        self.lease = lease
         self.on_state = on_state
         self.worker_poll = worker_poll
         self.planner = planner
@@ -129,6 +113,9 @@ class Reconciler:
         self.force_fetch = False
         self.next_fetch = 0.0
         self.failures = 0
+        self.leading = False  # the role the passes act in; switched only between passes
+        self.fenced: set[str] = set()  # agents that accepted a set under our epoch
+        self.sync_seen: str | None = None
         self.checkout: Checkout | None = None
         self.desired: Desired | None = None  # the last valid revision
         self.desired_revision = ""
@@ -140,23 +127,43 @@ class Reconciler:
         self.observed = ObservedState()
         self.assigned = {k: a.worker for k, a in store.assignments().items()}
         self.last = LastPass()
+        self.phase: Phase = "source"
+        self.leader_seen: dict[str, object] | None = None
         self.router_url: str | None = None  # where the hosted router answers, for status
         if self.applied is not None:
             self.metrics.applied_at = self.applied["appliedAt"]
+        self.current = build_status(self._seen())  # the shape of status before the first pass ends
 
     # --- driving -----------------------------------------------------------------------
 
+    def is_leader(self) -> bool:
+        return self.lease is None or self.lease.is_leader()
+
+    @property
+    def epoch(self) -> int:
+        return self.lease.epoch or 0 if self.lease is not None else 0
+
     def trigger(self) -> None:
-        """Fetch the source now (a webhook or a watched change)."""
+        """Fetch the source now (a webhook or a watched change); a follower tells the leader too."""
+        if not self.is_leader():
+            try:  # off the event loop: a store that does not answer must not stall the API
+                asyncio.get_running_loop().run_in_executor(None, self._request_sync)
+            except RuntimeError:  # called outside the loop
+                self._request_sync()
         self.force_fetch = True
         self.wake.set()
+
+    def _request_sync(self) -> None:
+        try:
+            self.store.put(SYNC_REQUEST, str(time.time_ns()))
+        except StoreUnavailable as exc:
+            log.warning("cannot pass the sync request on to the leader: %s", exc)
 
     async def run(self) -> None:
         while True:
             outcome = await self.reconcile_once()
-            interval = self.interval()
-            delay = requeue_after(outcome, interval, self.failures, random.random())
-            if outcome == "SourceUnavailable":
+            delay = requeue_after(outcome, self.interval(), self.failures, random.random())
+            if outcome == reasons.SOURCE_UNAVAILABLE:
                 self.next_fetch = self.clock() + delay
             sleep = max(0.0, min(delay, self.worker_poll, self.next_fetch - self.clock(), self.until_move()))
             if not self.wake.is_set():
@@ -174,74 +181,196 @@ class Reconciler:
         return float("inf") if wait is None else wait + MOVE_MARGIN
 
     def interval(self) -> float:
-        return self.desired.cluster.spec.sync.interval_seconds() if self.desired else 30.0
+        """The Cluster's sync interval; the default when there is none or it cannot be used."""
+        if self.desired is None:
+            return DEFAULT_INTERVAL
+        try:
+            seconds = float(self.desired.cluster.spec.sync.interval_seconds())
+        except (ArithmeticError, ValueError):
+            return DEFAULT_INTERVAL
+        return seconds if 0 < seconds < float("inf") else DEFAULT_INTERVAL
+
+    async def hold_lease(self) -> None:
+        """Keep (or try to take) the lease every ``renew`` seconds; wake the loop on a change."""
+        if self.lease is None:
+            return
+        lease = self.lease
+        while True:
+            try:
+                change = await asyncio.to_thread(lease.step)
+                if change in ("acquired", "lost"):
+                    log.info("%s the leader lease (epoch %s)", change, lease.epoch)
+                    self.wake.set()
+                holder = await asyncio.to_thread(lease.holder)
+                self.leader_seen = {"id": holder.id, "epoch": holder.epoch, "url": holder.url} if holder else None
+                if self.leading and lease.is_leader():
+                    await asyncio.to_thread(self._sync_requested)
+            except StoreUnavailable as exc:
+                log.warning("leader lease: %s", exc)
+            except Exception:  # a bug here must not stop the renewals of a leader
+                log.exception("leader lease step failed")
+            await asyncio.sleep(lease.renew)
+
+    def _sync_requested(self) -> None:
+        request = self.store.get(SYNC_REQUEST)
+        if request != self.sync_seen:
+            self.sync_seen = request
+            self.force_fetch = True
+            self.wake.set()
 
     async def reconcile_once(self) -> Outcome:
         started = time.perf_counter()
+        outcome: Outcome
         try:
-            outcome = await self._reconcile()
-        except Exception:  # a bug must not end the loop; the next pass tries again
-            log.exception("reconcile pass failed")
-            outcome = "AgentUnavailable"
-        self.failures = self.failures + 1 if outcome in ("SourceUnavailable", "AgentUnavailable") else 0
+            self._switch_role()
+            outcome = await (self._reconcile() if self.leading else self._follow())
+        except StoreUnavailable as exc:
+            outcome = self._failed(reasons.STORE_UNAVAILABLE, str(exc))
+        except Exception as exc:  # a bug must not end the loop; the pass is an Error, retried
+            log.exception("reconcile pass failed in phase %s", self.phase)
+            outcome = self._failed(reasons.ERROR, f"{type(exc).__name__}: {one_line(str(exc))[:500]}")
+        self.failures = self.failures + 1 if outcome in reasons.RETRIED else 0
         duration = time.perf_counter() - started
-        self.last = LastPass(self.clock(), duration, outcome)
+        failed_in = self.phase if outcome in reasons.RETRIED else ""
+        self.last = LastPass(self.clock(), duration, outcome, failed_in)
         self.metrics.passes.labels(outcome).inc()
         self.metrics.duration.observe(duration)
+        self.metrics.leader.set(1 if self.leading else 0)
+        self.metrics.epoch.set(self.epoch if self.leading else 0)
+        await asyncio.to_thread(self._publish)
         return outcome
 
-    # --- one pass ----------------------------------------------------------------------
+    def _switch_role(self) -> None:
+        """Become leader or follower between passes, never inside one."""
+        leading = self.is_leader()
+        if leading == self.leading:
+            return
+        if leading:  # read first: a store failure leaves the role unswitched, to be tried again
+            sync_seen, applied = self.store.get(SYNC_REQUEST), self.store.applied()
+            assigned = {k: a.worker for k, a in self.store.assignments().items()}
+            interrupted = self.store.interrupt_attempts(self.clock())
+            self.sync_seen, self.applied, self.assigned = sync_seen, applied, assigned
+        self.leading = leading
+        # Either way the next pass starts from the store and the source, not from memory.
+        self.checkout, self.desired, self.desired_revision, self.unapplied_row = None, None, "", None
+        self.plan, self.rollouts, self.error, self.fenced = None, (), None, set()
+        self.force_fetch = True
+        if leading:
+            self._event("Normal", reasons.LEADER, "server", f"leading at epoch {self.epoch}; {interrupted} interrupted")
+
+    def _failed(self, reason: str, message: str) -> Outcome:
+        where = f"{self.phase}: {message}"
+        self.error = Condition(reason, where, self.desired_revision)
+        with contextlib.suppress(StoreUnavailable):
+            if self.leading:
+                self._event("Warning", reason, f"revision/{self.desired_revision[:12]}", where)
+        return reason  # type: ignore[return-value]
+
+    def _publish(self) -> None:
+        """Freeze what this pass saw into the Status the API serves; the leader stores it for followers."""
+        if not self.leading and self.lease is not None:
+            with contextlib.suppress(StoreUnavailable, ValueError):
+                stored = self.store.get(STATUS_KEY)
+                if stored:
+                    self.current = Status(json.loads(stored))
+            return
+        self.current = build_status(self._seen())
+        if self.lease is not None:
+            with contextlib.suppress(StoreUnavailable):
+                self.store.put(STATUS_KEY, json.dumps(self.current.body))
+
+    def _seen(self) -> Seen:
+        return Seen(
+            now=self.clock(),
+            book=self.book,
+            desired=self.desired,
+            pending=self.plan.pending if self.plan else (),
+            rollouts=self.rollouts,
+            assigned=dict(self.assigned),
+            applied=self.applied,
+            attempted=self.checkout.revision if self.checkout else None,
+            source=self.source.describe(),
+            error=self.error,
+            last=self.last,
+            router_url=self.router_url,
+        )
+
+    # --- one pass, as the leader ---------------------------------------------------------
 
     async def _reconcile(self) -> Outcome:
+        self.phase = "source"
         stalled = await self._source_phase()
-        if stalled == "SourceUnavailable" or self.desired is None:
-            return stalled or "Invalid"
+        if stalled == reasons.SOURCE_UNAVAILABLE or self.desired is None:
+            return stalled or reasons.INVALID
         desired = self.desired
-        observed = await self._observe(desired)
+        self.phase = "observe"
+        observed = await self._observe(desired, record=True)
         view = fence(self.book.view(self.clock()), self.assigned)
-        paced = await self.compute_plan(desired, view)  # the next step of every rollout (plan.step)
-        self.plan, self.rollouts = paced, paced.rollouts
-        sets = paced.desired_sets()
-        applied = await asyncio.to_thread(
-            apply_sets,
-            desired.cluster.spec.agents,
-            sets,
-            observed,
-            self.book.ready(),
-            partial(_put, self.agent_token),
-            self.store.next_generation,
-        )
-        drift = applied.sent
-        outcome: Outcome = "UpToDate"
-        if drift:
-            for r in drift:
-                self._event("Warning" if not r.ok else "Normal", "Apply", f"worker/{r.agent}", r.detail)
-            if applied.failed:
-                return "AgentUnavailable"
-            self.metrics.applied(paced)
-            outcome = "Applied"
-        self._record_moves(paced, view)
-        self._remember_assignments(sets)
-        if self.unapplied_row is not None:
-            now = self.clock()
-            summary = {k: paced.count(k) for k in ("create", "replace", "delete", "keep")} | {
-                "pending": len(paced.pending)
-            }
-            self.store.finish(self.unapplied_row, "Applied", summary=summary, applied_at=now)
-            self._event("Normal", "Applied", f"revision/{self.desired_revision[:12]}", _summary_text(summary))
-            self.unapplied_row = None
-            self.applied = self.store.applied()
-            self.metrics.applied_at = now
-            if self.error is not None and self.error.reason not in ("Invalid", "Refused"):
-                self.error = None
+        self.phase = "plan"
+        self.plan = await self._plan_phase(desired, view)
+        self.phase = "apply"
+        if not self.is_leader():  # the lease ran out while we planned: change nothing
+            return reasons.FOLLOWING
+        applied = await self._apply_phase(desired, observed, self.plan)
+        if applied in reasons.RETRIED:
+            return applied
+        self._record_moves(self.plan, view)
+        self._remember_assignments(self.plan.desired_sets())
+        self._record_applied(self.plan)
+        if self.error is not None and self.error.reason not in reasons.STALLED:
+            self.error = None
         if stalled is not None:
             return stalled
+        self.phase = "health"
         starting = any(
             i.state not in ("Running", "Error") for w in view.workers if w.state == "Ready" for i in w.instances
         )
-        if drift or starting or any(r.state == "Progressing" for r in self.rollouts):
-            return "Progressing"
-        return outcome
+        if applied == reasons.APPLIED or starting or any(r.state == "Progressing" for r in self.rollouts):
+            return reasons.PROGRESSING
+        return reasons.UP_TO_DATE
+
+    async def _plan_phase(self, desired: Desired, view: ObservedState) -> Plan:
+        """The next step of every rollout (plan.step), planned off the event loop."""
+        paced = await self.compute_plan(desired, view)
+        self.rollouts = paced.rollouts
+        return paced
+
+    async def _apply_phase(self, desired: Desired, observed: ObservedState, paced: Plan) -> Outcome:
+        """PUT their set to the Ready agents whose set differs, or that have not seen our epoch."""
+        ready = self.book.ready()
+        applied = await asyncio.to_thread(
+            apply_sets,
+            desired.cluster.spec.agents,
+            paced.desired_sets(),
+            observed,
+            ready,
+            lambda sets, generation: self.agents.put(sets, generation, self.epoch),
+            self.store.next_generation,
+            resend=ready - self.fenced,
+        )
+        for r in applied.sent:
+            reason = reasons.APPLY if not r.refused else reasons.FENCED
+            self._event("Warning" if not r.ok else "Normal", reason, f"worker/{r.agent}", r.detail)
+        self.fenced |= {r.agent for r in applied.sent if r.ok}
+        if applied.failed:
+            message = "; ".join(f"{r.agent}: {r.detail}" for r in applied.failed)
+            return self._failed(reasons.AGENT_UNAVAILABLE, message)
+        if not applied.changed:
+            return reasons.UP_TO_DATE
+        self.metrics.applied(paced)
+        return reasons.APPLIED
+
+    def _record_applied(self, paced: Plan) -> None:
+        """The revision is applied: every phase succeeded."""
+        if self.unapplied_row is None:
+            return
+        now = self.clock()
+        summary = {k: paced.count(k) for k in ("create", "replace", "delete", "keep")} | {"pending": len(paced.pending)}
+        self.store.finish(self.unapplied_row, reasons.APPLIED, summary=summary, applied_at=now)
+        self._event("Normal", reasons.APPLIED, f"revision/{self.desired_revision[:12]}", _summary_text(summary))
+        self.unapplied_row = None
+        self.applied = self.store.applied()
+        self.metrics.applied_at = now
 
     async def compute_plan(self, desired: Desired, view: ObservedState) -> Plan:
         """The next step, planned off the event loop: in the planner process when there is one, else a thread."""
@@ -262,23 +391,27 @@ class Reconciler:
         try:
             checkout = await asyncio.to_thread(self.source.fetch)
         except SourceUnavailable as exc:
-            self._fail(Condition("SourceUnavailable", str(exc)))
-            return "SourceUnavailable"
+            self._fail(Condition(reasons.SOURCE_UNAVAILABLE, str(exc)))
+            return reasons.SOURCE_UNAVAILABLE
         try:
-            return await self._load(checkout)
-        finally:  # the interval of the revision just loaded, when it is valid
-            self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+            loaded = await self._load(checkout)
+        except Exception:  # the store failed (or a bug): this revision is fetched and loaded again
+            self.force_fetch = True
+            raise
+        # The interval of the revision just loaded, when it is valid.
+        self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+        return loaded
 
     async def _load(self, checkout: Checkout) -> Outcome | None:
-        if self.error is not None and self.error.reason == "SourceUnavailable":
+        if self.error is not None and self.error.reason == reasons.SOURCE_UNAVAILABLE:
             self.error = None
         if self.checkout is not None and checkout.revision == self.checkout.revision:
             return self._stalled()
-        self.checkout = checkout
         revision = checkout.revision
         # Attempted is recorded first; a restart that finds the applied revision adds no row.
         resumed = self.applied is not None and self.applied["revision"] == revision and self.desired is None
         row = None if resumed else self.store.attempt(revision, self.clock())
+        self.phase = "validate"
         try:
             desired = await asyncio.to_thread(load_desired, checkout.path)
         except SpecInvalid as exc:
@@ -287,22 +420,26 @@ class Reconciler:
             message = "\n".join(map(str, found))
             diagnostics = [d.as_dict() for d in found]
             if row is not None:
-                self.store.finish(row, "Invalid", error=message, diagnostics=diagnostics)
-            self._fail(Condition("Invalid", message, revision, diagnostics))
+                self.store.finish(row, reasons.INVALID, error=message, diagnostics=diagnostics)
+            self._fail(Condition(reasons.INVALID, message, revision, diagnostics))
+            self.checkout = checkout
             await self._resume_applied()
-            return "Invalid"
+            return reasons.INVALID
         refusal = self._refuse_empty(desired)
         if refusal:
             if row is not None:
-                self.store.finish(row, "Refused", error=refusal)
-            self._fail(Condition("Refused", refusal, revision))
+                self.store.finish(row, reasons.REFUSED, error=refusal)
+            self._fail(Condition(reasons.REFUSED, refusal, revision))
+            self.checkout = checkout
             await self._resume_applied()
-            return "Refused"
+            return reasons.REFUSED
         if self.unapplied_row is not None:
             self.store.finish(self.unapplied_row, "Superseded", error=f"superseded by {revision}")
         self.desired, self.desired_revision, self.unapplied_row = desired, revision, row
         self.error = None
-        self._event("Normal", "Fetched", f"revision/{revision[:12]}", f"{len(desired.models)} models")
+        self._event("Normal", reasons.FETCHED, f"revision/{revision[:12]}", f"{len(desired.models)} models")
+        # Only now is the revision taken: a pass that failed before this point loads it again.
+        self.checkout = checkout
         return None
 
     async def _resume_applied(self) -> None:
@@ -317,12 +454,12 @@ class Reconciler:
             log.warning("cannot load the applied revision %s: %s", revision[:12], exc)
             return
         self.desired_revision = revision
-        self._event("Normal", "Resumed", f"revision/{revision[:12]}", "the last applied revision keeps running")
+        self._event("Normal", reasons.RESUMED, f"revision/{revision[:12]}", "the last applied revision keeps running")
 
     def _stalled(self) -> Outcome | None:
         """A revision that stays invalid or refused keeps its outcome until a new commit."""
-        if self.error is not None and self.error.reason in ("Invalid", "Refused"):
-            return "Invalid" if self.error.reason == "Invalid" else "Refused"
+        if self.error is not None and self.error.reason in reasons.STALLED:
+            return reasons.INVALID if self.error.reason == reasons.INVALID else reasons.REFUSED
         return None
 
     def _refuse_empty(self, desired: Desired) -> str | None:
@@ -338,16 +475,18 @@ class Reconciler:
             )
         return None
 
-    async def _observe(self, desired: Desired) -> ObservedState:
+    async def _observe(self, desired: Desired, *, record: bool) -> ObservedState:
+        """Read every agent; ``record``: the leader keeps events and restart counts in the store."""
         agents = desired.cluster.spec.agents
-        observed = await asyncio.to_thread(observe_agents, agents, self.agent_token)
+        observed = await asyncio.to_thread(self.agents.observe, agents)
         lost = [a for a in agents if (w := observed.worker(a.name)) is None or w.state == "Unreachable"]
-        healthy = await asyncio.to_thread(probe_health, lost) if lost else {}
+        healthy = await asyncio.to_thread(self.agents.health, lost) if lost else {}
         for name, old, new in self.book.update(observed.workers, healthy, self.clock()):
-            self._event("Normal" if new == "Ready" else "Warning", new, f"worker/{name}", f"{old} -> {new}")
+            if record:
+                self._event("Normal" if new == "Ready" else "Warning", new, f"worker/{name}", f"{old} -> {new}")
         self.observed = observed
-        restarts = {i.id: i.restarts for w in observed.workers for i in w.instances}
-        self.store.set_restarts(restarts)
+        if record:
+            self.store.set_restarts({i.id: i.restarts for w in observed.workers for i in w.instances})
         view = self.book.view(self.clock())
         self.metrics.census(
             (i.state for w in view.workers for i in w.instances),
@@ -356,6 +495,32 @@ class Reconciler:
         if self.on_state is not None:  # the router never sees a returned worker's stale copies
             self.on_state(desired, fence(observed, self.assigned))
         return observed
+
+    # --- one pass, as a follower ---------------------------------------------------------
+
+    async def _follow(self) -> Outcome:
+        """Keep a view for reads and routers: fetch, validate, observe and plan; apply and write nothing."""
+        self.phase = "source"
+        now = self.clock()
+        if self.force_fetch or now >= self.next_fetch or self.checkout is None:
+            self.force_fetch = False
+            self.next_fetch = now + self.interval() * (1 + 0.1 * random.random())
+            with contextlib.suppress(SourceUnavailable, SpecInvalid):
+                checkout = await asyncio.to_thread(self.source.fetch)
+                if self.checkout is None or checkout.revision != self.checkout.revision:
+                    self.phase = "validate"
+                    self.checkout = checkout
+                    self.desired = await asyncio.to_thread(load_desired, checkout.path)
+                    self.desired_revision = checkout.revision
+        self.assigned = {k: a.worker for k, a in (await asyncio.to_thread(self.store.assignments)).items()}
+        if self.desired is not None:
+            self.phase = "observe"
+            await self._observe(self.desired, record=False)
+            # The plan the leader applies (same inputs, same plan): what routers of this server route by.
+            self.phase = "plan"
+            self.plan = await self._plan_phase(self.desired, fence(self.book.view(self.clock()), self.assigned))
+        self.error = None
+        return reasons.FOLLOWING
 
     # --- bookkeeping -------------------------------------------------------------------
 
@@ -395,7 +560,14 @@ class Reconciler:
     # --- status ------------------------------------------------------------------------
 
     def status(self) -> dict[str, Any]:
-        return build_status(self)
+        """The last pass's Status, with this server's role and the leader it knows of."""
+        leader = self.leader_seen
+        if self.lease is None or (self.leading and leader is None):
+            leader = {"id": self.lease.me.id if self.lease else "", "epoch": self.epoch, "url": ""}
+        body = self.current.as_dict("leader" if self.leading else "follower", leader)
+        if not self.leading and self.error is not None:  # the store failed us, not the leader
+            body["error"] = self.error.as_dict()
+        return body
 
 
 def _relative(path: str, root: Path) -> str:

@@ -1,5 +1,6 @@
-"""Run the server: the reconcile loop, its API, and (the router's hook) one more ASGI app,
-all in one event loop. Planning runs in a separate process, so neither API stalls on it.
+"""Run the server: the reconcile loop, the leader lease, its API, and (the router's hook) one
+more ASGI app, all in one event loop. Planning runs in a separate process, so neither API
+stalls on it. The data dir (and a SQLite store) is locked for the life of the process.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Generator
+import socket
+from collections.abc import Callable, Generator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,12 @@ from typing import Any
 import uvicorn
 
 from reconciler.agent import read_or_create_token
+from reconciler.server import locks
 from reconciler.server.api import create_app
-from reconciler.server.loop import OnState, Reconciler, Source
-from reconciler.server.store import Store, default_url
+from reconciler.server.lease import Identity, Lease
+from reconciler.server.listen import check_free, listener
+from reconciler.server.loop import OnState, Reconciler, Source, warm_up
+from reconciler.server.store import Store, default_url, sqlite_path
 from reconciler.source import DirSource
 
 log = logging.getLogger("reconciler.server")
@@ -37,6 +42,13 @@ class ServerConfig:
     webhook_secret: bytes | None = None
     agent_token: str | None = None
     worker_poll: float = 10.0
+    server_id: str | None = None  # unique among the servers of one store [default: hostname:port]
+    lease_renew: float = 2.0
+
+    def identity(self) -> Identity:
+        name = socket.gethostname()
+        reach = name if self.host in ("0.0.0.0", "::", "") else self.host
+        return Identity(self.server_id or f"{name}:{self.port}", f"http://{reach}:{self.port}")
 
 
 @dataclass(frozen=True)
@@ -77,23 +89,82 @@ def server_file(data_dir: Path) -> Path:
     return data_dir / "server.json"
 
 
+def claim(config: ServerConfig, url: str) -> list[int]:
+    """The data dir's lock, and the SQLite file's when the store is one; raises locks.InUse."""
+    held = [locks.hold(config.data_dir / "server.lock", str(config.data_dir), "stop it or use another --data-dir")]
+    database = sqlite_path(url)
+    if database is not None:
+        database.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            held.append(
+                locks.hold(
+                    database.with_name(database.name + ".lock"),
+                    f"the SQLite store {database}",
+                    "SQLite cannot hold a leader lease across servers: give several servers one "
+                    "PostgreSQL store (--store-url postgresql+psycopg://...)",
+                )
+            )
+        except locks.InUse:
+            os.close(held[0])
+            raise
+    return held
+
+
 async def serve(
-    config: ServerConfig, source: Source, *, on_state: OnState | None = None, router: HostedApp | None = None
+    config: ServerConfig,
+    source: Source,
+    *,
+    on_state: OnState | None = None,
+    router: HostedApp | None = None,
+    on_store: Callable[[Store], None] | None = None,
 ) -> None:
+    """Serve until SIGINT/SIGTERM. ``on_store`` sees the store once it is open (the router's usage)."""
     data = config.data_dir
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
-    token_sha256, token_path = read_or_create_token(None, data)
-    store = Store(config.store_url or default_url(data))
+    url = config.store_url or default_url(data)
+    check_free(config.host, config.port)
+    if router is not None:
+        check_free(router.host, router.port)
+    held = claim(config, url)
+    try:
+        await _serve(config, source, Store(url), on_state, router, on_store)
+    finally:
+        for fd in held:
+            os.close(fd)
+
+
+async def _serve(
+    config: ServerConfig,
+    source: Source,
+    store: Store,
+    on_state: OnState | None,
+    router: HostedApp | None,
+    on_store: Callable[[Store], None] | None,
+) -> None:
+    token_sha256, token_path = read_or_create_token(None, config.data_dir)
+    if on_store is not None:
+        on_store(store)
     planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    # Started (and the planner's modules imported) now: a follower that takes over plans at once.
+    planner.submit(warm_up)
+    lease = Lease(store, config.identity(), config.lease_renew)
     rec = Reconciler(
-        source, store, config.agent_token, on_state=on_state, worker_poll=config.worker_poll, planner=planner
+        source,
+        store,
+        config.agent_token,
+        lease=lease,
+        on_state=on_state,
+        worker_poll=config.worker_poll,
+        planner=planner,
     )
     if router is not None:
         rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
     app = create_app(rec, token_sha256, config.webhook_secret)
-    main = _Main(uvicorn.Config(app, host=config.host, port=config.port, access_log=False))
-    guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port)) if router else None
-    tasks = [asyncio.create_task(rec.run(), name="reconcile")]
+    main = _Main(listener(app, config.host, config.port))
+    guest = _Guest(listener(router.app, router.host, router.port)) if router else None
+    await asyncio.to_thread(lease.step)  # a lone server (or the first of several) leads from its first pass
+    leading = [asyncio.create_task(rec.hold_lease(), name="lease"), asyncio.create_task(rec.run(), name="reconcile")]
+    tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]
     if isinstance(source, DirSource):
         tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
     guest_task = asyncio.create_task(guest.serve()) if guest else None
@@ -108,8 +179,25 @@ async def serve(
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         _forget(config.data_dir)
+        await _release(lease)
         planner.shutdown(cancel_futures=True)
         store.close()
+
+
+async def _step_down_on_exit(main: uvicorn.Server, lease: Lease, leading: list[asyncio.Task[None]]) -> None:
+    """On SIGTERM/SIGINT stop the loop and release the lease first: a follower takes over at its
+    next try, while this server still drains its HTTP connections."""
+    while not main.should_exit:
+        await asyncio.sleep(0.05)
+    for task in leading:
+        task.cancel()
+    await asyncio.gather(*leading, return_exceptions=True)
+    await _release(lease)
+
+
+async def _release(lease: Lease) -> None:
+    with contextlib.suppress(Exception):  # the store may be gone; the lease then lapses by itself
+        await asyncio.to_thread(lease.release)
 
 
 async def _follow(source: DirSource, rec: Reconciler) -> None:
@@ -142,8 +230,13 @@ def _forget(data_dir: Path) -> None:
 
 
 def run_server(
-    config: ServerConfig, source: Source, *, on_state: OnState | None = None, router: HostedApp | None = None
+    config: ServerConfig,
+    source: Source,
+    *,
+    on_state: OnState | None = None,
+    router: HostedApp | None = None,
+    on_store: Callable[[Store], None] | None = None,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per agent call every poll is noise
-    asyncio.run(serve(config, source, on_state=on_state, router=router))
+    asyncio.run(serve(config, source, on_state=on_state, router=router, on_store=on_store))

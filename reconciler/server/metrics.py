@@ -31,6 +31,12 @@ class Metrics:
         )
         self.instances = Gauge("reconciler_instances", "Instances by state.", ["state"], registry=self.registry)
         self.workers = Gauge("reconciler_workers", "Workers by state.", ["state"], registry=self.registry)
+        self.leader = Gauge(
+            "reconciler_leader", "1 while this server holds the leader lease, else 0.", registry=self.registry
+        )
+        self.epoch = Gauge(
+            "reconciler_leader_epoch", "The epoch of this server's lease while it leads.", registry=self.registry
+        )
         self.applied_at: float | None = None
         age = Gauge(
             "reconciler_revision_age_seconds", "Seconds since the running revision was applied.", registry=self.registry

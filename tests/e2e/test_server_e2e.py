@@ -229,7 +229,9 @@ def test_webhook_invalid_commit_empty_guard_and_restart(sim: SimulatedAgents, gi
     passes = wait_for(lambda: gitops.status()["lastPass"]["outcome"] == "UpToDate", what="a pass after restart")
     assert passes
     time.sleep(1.5)
-    assert {name: len(a.puts) for name, a in sim.agents.items()} == puts  # nothing handed out again
+    # Each agent gets its set once more, unchanged, under the restarted leader's epoch (fencing).
+    assert {name: len(a.puts) for name, a in sim.agents.items()} == {n: c + 1 for n, c in puts.items()}
+    assert all(a.puts[-1][1] == a.puts[-2][1] for a in sim.agents.values())
 
     gitops.push({"web.yaml": WEB.format(replicas="two", command="x")}, "broken again")
     gitops.webhook(body, github(body))
@@ -242,7 +244,7 @@ def test_webhook_invalid_commit_empty_guard_and_restart(sim: SimulatedAgents, gi
     assert resumed["revision"] == restored and resumed["models"][0]["desired"] == 2
     assert resumed["error"]["reason"] == "Invalid"
     time.sleep(1.5)
-    assert {name: len(a.puts) for name, a in sim.agents.items()} == puts
+    assert {name: len(a.puts) for name, a in sim.agents.items()} == {n: c + 2 for n, c in puts.items()}
 
     history = gitops.cli("history")
     assert history.returncode == 0 and "Invalid" in history.stdout and "Refused" in history.stdout
