@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from reconciler.cli import app
-from reconciler.cli._common import fail, read_token
+from reconciler.cli._common import read_token
 
 keys_app = typer.Typer(help="API keys of the router.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -40,41 +40,58 @@ def keys_new(
 
 @app.command("router")
 def router_command(
-    path: Annotated[Path, typer.Argument(help="The desired-state folder (one Cluster manifest).")],
-    host: Annotated[
-        str | None,
-        typer.Option("--host", help="Address to listen on [default: 0.0.0.0 with API keys, else 127.0.0.1]."),
+    server: Annotated[
+        list[str],
+        typer.Option("--server", help="URL of a reconciler server; repeat for several (tried in turn)."),
+    ],
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the server's token [default: $RECONCILER_TOKEN].")
     ] = None,
-    port: Annotated[int, typer.Option("--port", help="Port of the OpenAI-compatible API.")] = 10100,
-    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
-    interval: Annotated[float, typer.Option("--interval", help="Seconds between polls of the agents.", min=0.1)] = 5.0,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="Port of the OpenAI-compatible API.", min=1, max=65535)] = 10170,
+    allow_anonymous: Annotated[
+        bool,
+        typer.Option(
+            "--allow-anonymous",
+            help="Serve clients beyond loopback even while the Cluster has no API keys.",
+        ),
+    ] = False,
     max_inflight: Annotated[
         int, typer.Option("--max-inflight", help="Requests in flight per instance before 429.", min=1)
     ] = 256,
     timeout: Annotated[
         float, typer.Option("--timeout", help="Seconds an instance may stay silent: 504.", min=1)
     ] = 1800,
+    max_body_mib: Annotated[
+        int, typer.Option("--max-body-mib", help="Largest request body, in MiB: 413 above.", min=1, max=4096)
+    ] = 32,
+    max_connections: Annotated[
+        int, typer.Option("--max-connections", help="Client connections at once: 503 above.", min=1)
+    ] = 4096,
 ) -> None:
-    """Run the router alone: route to the Running instances the agents report, polled every --interval.
+    """Run a router: follow the servers' routing table and serve the OpenAI API on it.
 
-    Without API keys in the Cluster manifest the router listens on loopback only.
+    Any number of routers can run. Each keeps routing on its last table while no server
+    answers (/healthz says "stale"), and routes to the instances that pass their own health
+    checks. While the Cluster has no API keys, only loopback clients are served (403 for
+    others) unless --allow-anonymous.
     """
-    from reconciler.errors import SpecInvalid
-    from reconciler.router import Router
-    from reconciler.router.standalone import listen_address, run_router
-    from reconciler.spec import load_desired
+    from reconciler.router.process import RouterSettings, run_router_process
 
-    try:
-        desired = load_desired(path)
-    except SpecInvalid as exc:
-        raise fail(exc) from exc
-    try:
-        address = listen_address(bool(desired.cluster.spec.router.api_keys), host)
-    except ValueError as exc:
-        typer.echo(f"--host {exc}", err=True)
-        raise typer.Exit(1) from exc
-    router = Router(None, timeout_s=timeout, max_inflight_per_instance=max_inflight)
-    typer.echo(
-        f"router: http://{address}:{port}/v1 ({len(desired.models)} models, {len(desired.routes)} routes)", err=True
+    for url in server:
+        if not url.startswith(("http://", "https://")):
+            typer.echo(f"--server {url}: not an http(s) URL", err=True)
+            raise typer.Exit(1)
+    settings = RouterSettings(
+        servers=tuple(server),
+        token=read_token(token_file),
+        host=host,
+        port=port,
+        allow_anonymous=allow_anonymous,
+        timeout_s=timeout,
+        max_inflight=max_inflight,
+        max_body_bytes=max_body_mib * 1024 * 1024,
+        max_connections=max_connections,
     )
-    run_router(router, desired, read_token(token_file), address, port, interval)
+    typer.echo(f"router: http://{host}:{port}/v1, following {', '.join(server)}", err=True)
+    run_router_process(settings)

@@ -111,9 +111,10 @@ def serve_command(
     )
     hosted, on_state = None, None
     if router_port:
-        from datetime import date
+        from collections.abc import Sequence
 
         from reconciler.router import build_table, create_router_app
+        from reconciler.router.usage import UsageSum
         from reconciler.server import HostedApp
         from reconciler.server.store import Store, default_url
 
@@ -122,10 +123,17 @@ def serve_command(
         class StoreUsage:
             """The router meters by date; the store keeps the day as ISO text."""
 
-            def add_usage(
-                self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int
-            ) -> None:
-                store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
+            def record(self, rows: Sequence[UsageSum]) -> None:
+                for r in rows:
+                    store.add_usage(
+                        r.key,
+                        r.model,
+                        r.day.isoformat(),
+                        r.prompt_tokens,
+                        r.completion_tokens,
+                        requests=r.requests,
+                        errors=r.errors,
+                    )
 
         app, update_table = create_router_app(usage=StoreUsage())
         hosted = HostedApp(app, router_port, router_host)

@@ -44,3 +44,17 @@ class RouterMetrics:
             ["model", "instance"],
             registry=r,
         )
+        self.table_version = Gauge(
+            "reconciler_router_table_version", "Version of the routing table last received from a server", registry=r
+        )
+        self.table_stale = Gauge(
+            "reconciler_router_table_stale",
+            "1 while no server confirms the routing table (the router keeps routing on it)",
+            registry=r,
+        )
+        self.members = Gauge(
+            "reconciler_router_healthy_instances",
+            "Instances passing their health checks, by model",
+            ["model"],
+            registry=r,
+        )
