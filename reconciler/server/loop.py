@@ -196,7 +196,8 @@ class Reconciler:
         self.plan = paced
         sets = paced.desired_sets()
         ready = self.book.ready()
-        running = {w.name: _instances_key(w.instances) for w in observed.workers}
+        # A draining instance has left its agent's set already: it is no drift.
+        running = {w.name: _instances_key([i for i in w.instances if i.state != "Draining"]) for w in observed.workers}
         drift = [
             (agent, sets.get(agent.name, []))
             for agent in desired.cluster.spec.agents

@@ -22,6 +22,7 @@ import uvicorn
 from reconciler.agent import read_or_create_token
 from reconciler.server.api import create_app
 from reconciler.server.loop import OnState, Reconciler, Source
+from reconciler.server.orphans import die_with_parent
 from reconciler.server.store import Store, default_url
 from reconciler.source import DirSource
 
@@ -84,7 +85,7 @@ async def serve(
     data.mkdir(parents=True, exist_ok=True, mode=0o700)
     token_sha256, token_path = read_or_create_token(None, data)
     store = Store(config.store_url or default_url(data))
-    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
     rec = Reconciler(
         source, store, config.agent_token, on_state=on_state, worker_poll=config.worker_poll, planner=planner
     )
