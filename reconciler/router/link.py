@@ -27,7 +27,7 @@ from reconciler.router.usage import UsageSum
 
 log = logging.getLogger("reconciler.router")
 
-WATCH_WAIT_S = 25.0  # how long the server holds a watch open without a change
+WATCH_WAIT_S = 5.0  # how long the server holds a watch open without a change (a change comes at once)
 MAX_TABLE_BYTES = 64 * 1024 * 1024
 MAX_BACKOFF_S = 5.0
 KEPT_BATCHES = 100_000  # undelivered usage batches kept while no server answers (one a second)
@@ -101,7 +101,9 @@ class TableWatch:
     async def _poll(self, session: aiohttp.ClientSession, server: str) -> bool:
         """One watch request; False when the server had no table to give."""
         state = self.state
-        params = {"known": state.digest, "wait": str(WATCH_WAIT_S if state.digest else 0), "router": self.advertise}
+        # While stale, ask without waiting: a server that is back confirms the table at once.
+        wait = WATCH_WAIT_S if state.digest and not state.stale else 0
+        params = {"known": state.digest, "wait": str(wait), "router": self.advertise}
         async with session.get(f"{server}/api/routing", params=params, headers=self.headers) as response:
             if response.status == 304:
                 self._fresh(server)

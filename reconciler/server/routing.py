@@ -39,7 +39,8 @@ if TYPE_CHECKING:
     from reconciler.server.loop import Reconciler
 
 WATCH_STEP_S = 0.1  # how often a waiting watch looks for a new plan: a change reaches routers this fast
-MAX_WAIT_S = 60.0
+# A watch is held at most this long: a stopping server waits for the watches it holds.
+MAX_WAIT_S = 10.0
 MAX_REPORT_BYTES = 1024 * 1024
 REMEMBERED_BATCHES = 4096  # batch ids kept to drop a report a router sends twice
 
@@ -123,14 +124,15 @@ class RoutingFeed:
             self.digest = digest
             self.body = json.dumps({"version": self.version, "digest": digest, **doc}).encode()
 
-    async def changed(self, rec: Reconciler, known: str, wait_s: float) -> bool:
-        """Wait until the table differs from ``known`` (a digest); False on timeout."""
+    async def changed(self, rec: Reconciler, known: str, wait_s: float, request: Request) -> bool:
+        """Wait until the table differs from ``known`` (a digest); False on timeout or when the
+        router hangs up."""
         deadline = time.monotonic() + wait_s
         while True:
             self.refresh(rec)
             if self.digest and self.digest != known:
                 return True
-            if time.monotonic() >= deadline:
+            if time.monotonic() >= deadline or await request.is_disconnected():
                 return False
             await asyncio.sleep(WATCH_STEP_S)
 
@@ -168,6 +170,7 @@ def routing_api(rec: Reconciler, authorized: Sequence[Depends]) -> APIRouter:
 
     @api.get("/api/routing")
     async def routing(
+        request: Request,
         known: Annotated[str, Query(max_length=64)] = "",
         wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 0.0,
         router: Annotated[str, Query(max_length=256)] = "",
@@ -175,7 +178,7 @@ def routing_api(rec: Reconciler, authorized: Sequence[Depends]) -> APIRouter:
         """The table once it differs from the digest ``known``; 304 after ``wait`` seconds if not."""
         if router.startswith(("http://", "https://")):
             feed.register(rec, router)
-        if not await feed.changed(rec, known, wait):
+        if not await feed.changed(rec, known, wait, request):
             return Response(status_code=304 if feed.digest else 503)
         return Response(feed.body, media_type="application/json")
 
