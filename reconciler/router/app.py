@@ -18,7 +18,7 @@ import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.router.balance import Balancer
-from reconciler.router.membership import Membership
+from reconciler.router.membership import Key, Membership, key_of
 from reconciler.router.metrics import RouterMetrics
 from reconciler.router.probe import probe_forever
 from reconciler.router.relay import Relay, StreamBroken
@@ -97,8 +97,9 @@ class Router:
         self.health = health
         self.companions = companions  # more work to run on the router's loop (the table watch)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
-        self._pools: dict[str, aiohttp.ClientSession] = {}  # instance URL -> its connection pool
-        self._open: dict[str, int] = {}  # instance URL -> requests in flight
+        # Per member (id, URL, spec hash: a replacement on the same port is another member):
+        self._pools: dict[Key, aiohttp.ClientSession] = {}  # its connection pool
+        self._open: dict[Key, int] = {}  # its requests in flight
         self._tasks: set[asyncio.Task[None]] = set()
         self._started = False
 
@@ -107,9 +108,9 @@ class Router:
         self.listed = table
         self.membership.offer(table)
         self.refresh()
-        urls = {e.url for m in table.models.values() for e in m.endpoints}
-        for url in [u for u in self._pools if u not in urls and not self._open.get(u)]:
-            self._close_pool(url)
+        listed = {key_of(e) for m in table.models.values() for e in m.endpoints}
+        for key in [k for k in self._pools if k not in listed and not self._open.get(k)]:
+            self._close_pool(key)
 
     def refresh(self) -> None:
         """Swap in the table of healthy members (one reference swap: requests see whole tables)."""
@@ -119,17 +120,17 @@ class Router:
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def _pool(self, url: str) -> aiohttp.ClientSession:
-        pool = self._pools.get(url)
+    def _pool(self, key: Key) -> aiohttp.ClientSession:
+        pool = self._pools.get(key)
         if pool is None:
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            pool = self._pools[url] = aiohttp.ClientSession(
+            pool = self._pools[key] = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
         return pool
 
-    def _close_pool(self, url: str) -> None:
-        pool = self._pools.pop(url, None)
+    def _close_pool(self, key: Key) -> None:
+        pool = self._pools.pop(key, None)
         if pool is not None:
             self._spawn(pool.close())
 
@@ -353,12 +354,13 @@ class Router:
             self.metrics.decisions.labels(entry.name, endpoint.id).inc()
             gauge = self.metrics.inflight.labels(endpoint.id)
             gauge.inc()
-            self._open[endpoint.url] = self._open.get(endpoint.url, 0) + 1
+            member = key_of(endpoint)
+            self._open[member] = self._open.get(member, 0) + 1
             try:
                 payload = body
                 if entry.name != name and parsed:  # a route: the instance knows its model by its own name
                     payload = json.dumps({**parsed, "model": entry.name}).encode()
-                async with self._pool(endpoint.url).request(
+                async with self._pool(member).request(
                     scope["method"], endpoint.url + url_tail, data=payload, headers=forward
                 ) as response:
                     if response.status in RETRY_STATUSES and attempt == 0:
@@ -391,17 +393,17 @@ class Router:
             finally:
                 self.balancer.finished(endpoint)
                 gauge.dec()
-                self._done(endpoint.url)
+                self._done(member)
         raise last
 
-    def _done(self, url: str) -> None:
-        left = self._open.get(url, 1) - 1
+    def _done(self, member: Key) -> None:
+        left = self._open.get(member, 1) - 1
         if left > 0:
-            self._open[url] = left
+            self._open[member] = left
             return
-        self._open.pop(url, None)
-        if not any(e.url == url for m in self.listed.models.values() for e in m.endpoints):
-            self._close_pool(url)  # it left the table: its last request is done
+        self._open.pop(member, None)
+        if not any(key_of(e) == member for m in self.listed.models.values() for e in m.endpoints):
+            self._close_pool(member)  # it left the table: its last request is done
 
     def _unavailable(self, name: str, entries: list[ModelEntry]) -> str:
         """Why no instance can take a request for ``name``: the health of each listed one."""
