@@ -124,7 +124,7 @@ class Cluster:
         repo = self.data / "repo"
         (repo / "echo.yaml").write_text(text, encoding="utf-8")
         git = ["git", "-C", str(repo), "-c", "user.name=chaos", "-c", "user.email=chaos@reconciler.invalid"]
-        subprocess.run([*git, "add", "echo.yaml"], check=True, capture_output=True)
+        subprocess.run([*git, "add", "-A"], check=True, capture_output=True)
         subprocess.run([*git, "commit", "-qm", message], check=True, capture_output=True)
 
     def status(self) -> dict[str, Any] | None:
@@ -292,7 +292,8 @@ class Phase:
     fault: str
     started: float
     ended: float = 0.0
-    converge_s: float = 0.0
+    converge_s: float = 0.0  # from the fault
+    after_restart_s: float = 0.0  # from the end of the restart it needed (`up`, a new router)
     duplicates: int = 0
     orphans: int = 0
 
@@ -323,37 +324,32 @@ def planner_of(pid: int | None) -> list[int]:
         return []
 
 
-def inject(cluster: Cluster, fault: str, load: Load) -> tuple[float, int]:
-    """Cause one fault; returns (when convergence is measured from, orphans)."""
-    orphans = 0
+def inject(cluster: Cluster, fault: str, load: Load) -> tuple[float, float, int]:
+    """Cause one fault; returns (when it happened, when the restart it needs was done, orphans)."""
+    started = time.monotonic()
     if fault == "agent":
         kill(cluster.record("agent.json").get("pid"))
         time.sleep(2)
-        mark = time.monotonic()
         cluster.up()
-        return mark, 0
+        return started, time.monotonic(), 0
     if fault == "server":
         pid = cluster.record("server.json").get("pid")
         planners = planner_of(pid)
         kill(pid)
         time.sleep(2)
         orphans = sum(1 for p in planners if psutil.pid_exists(p) and psutil.Process(p).status() != "zombie")
-        mark = time.monotonic()
         cluster.up()
-        return mark, orphans
+        return started, time.monotonic(), orphans
     if fault == "router":
         assert cluster.router2 is not None
         cluster.router2.kill()
         cluster.router2.wait()
         time.sleep(2)
-        mark = time.monotonic()
         cluster.start_router2()
-        return mark, 0
+        return started, time.monotonic(), 0
     if fault == "backend":
-        victim = random.choice(cluster.echo_instances())
-        mark = time.monotonic()
-        kill(victim["pid"])
-        return mark, 0
+        kill(random.choice(cluster.echo_instances())["pid"])
+        return started, started, 0
     if fault == "scale":
         load.long_streams = True
         time.sleep(1)
@@ -361,13 +357,12 @@ def inject(cluster: Cluster, fault: str, load: Load) -> tuple[float, int]:
         cluster.commit("scale echo to 1")
         wait_until(cluster.converged, 120, "scaled to 1")
         cluster.replicas = 2
-        mark = time.monotonic()
+        started = time.monotonic()
         cluster.commit("scale echo to 2")
-        return mark, 0
+        return started, started, 0
     cluster.version += 1
-    mark = time.monotonic()
     cluster.commit(f"roll echo out to v{cluster.version}")
-    return mark, orphans
+    return started, started, 0
 
 
 def run_faults(cluster: Cluster, load: Load, faults: list[str]) -> list[Phase]:
@@ -377,9 +372,10 @@ def run_faults(cluster: Cluster, load: Load, faults: list[str]) -> list[Phase]:
         sampler = Duplicates(cluster)
         sampler.start()
         phase = Phase(fault, time.monotonic())
-        mark, phase.orphans = inject(cluster, fault, load)
+        happened, restarted, phase.orphans = inject(cluster, fault, load)
         try:
-            phase.converge_s = time.monotonic() - mark + wait_until(cluster.converged, 180, f"after {fault}")
+            wait_until(cluster.converged, 180, f"after {fault}")
+            phase.converge_s, phase.after_restart_s = time.monotonic() - happened, time.monotonic() - restarted
         finally:
             load.long_streams = False
             phase.ended = time.monotonic()
@@ -387,7 +383,7 @@ def run_faults(cluster: Cluster, load: Load, faults: list[str]) -> list[Phase]:
             sampler.join()
         phase.duplicates = sampler.worst
         phases.append(phase)
-        print(f"  {fault}: converged in {phase.converge_s:.1f}s", flush=True)
+        print(f"  {fault}: converged {phase.converge_s:.1f}s after the fault", flush=True)
     return phases
 
 
@@ -405,6 +401,7 @@ class Row:
     duplicates: int = 0
     orphans: int = 0
     converge: list[float] = field(default_factory=list)
+    after_restart: list[float] = field(default_factory=list)
 
 
 def summarize(phases: list[Phase], results: list[Result]) -> dict[str, Row]:
@@ -415,6 +412,7 @@ def summarize(phases: list[Phase], results: list[Result]) -> dict[str, Row]:
         row.duplicates = max(row.duplicates, phase.duplicates)
         row.orphans += phase.orphans
         row.converge.append(phase.converge_s)
+        row.after_restart.append(phase.after_restart_s)
         for result in results:
             if phase.started <= result.started < phase.ended:
                 row.sent += 1
@@ -426,13 +424,16 @@ def summarize(phases: list[Phase], results: list[Result]) -> dict[str, Row]:
 
 
 def print_table(rows: dict[str, Row]) -> None:
-    print("\n| fault | cycles | sent | failed | retried | error kinds | duplicates | orphans | converged (s, max) |")
-    print("|---|---|---|---|---|---|---|---|---|")
+    print(
+        "\n| fault | cycles | sent | failed | retried | error kinds | duplicates | orphans "
+        "| converged after the fault (s, max) | after its restart (s, max) |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for row in rows.values():
         kinds = ", ".join(f"{k}: {n}" for k, n in row.kinds.most_common()) or "-"
         print(
             f"| {row.fault} | {row.cycles} | {row.sent} | {row.failed} | {row.retried} | {kinds} | "
-            f"{row.duplicates} | {row.orphans} | {max(row.converge):.1f} |"
+            f"{row.duplicates} | {row.orphans} | {max(row.converge):.1f} | {max(row.after_restart):.1f} |"
         )
 
 
