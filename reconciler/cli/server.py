@@ -118,6 +118,7 @@ def serve_command(
         from reconciler.server import HostedApp
         from reconciler.server.store import Store, default_url
 
+        data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store lives there, before the server starts
         store = Store(store_url or default_url(data))
 
         class StoreUsage:

@@ -84,6 +84,7 @@ class Router:
     ) -> None:
         self.table = RoutingTable()
         self.listed = RoutingTable()
+        self._listed_keys: frozenset[Key] = frozenset()
         self.membership = Membership()
         self._seen: RoutingTable | None = None
         self.balancer = Balancer(cooldown_s=cooldown_s)
@@ -101,14 +102,18 @@ class Router:
         self._pools: dict[Key, aiohttp.ClientSession] = {}  # its connection pool
         self._open: dict[Key, int] = {}  # its requests in flight
         self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._started = False
 
     def update_table(self, table: RoutingTable) -> None:
-        """Take the server's table: admit and forget members, drop pools of departed instances."""
+        """Take the server's table: admit and forget members, drop pools of departed instances.
+
+        Called on the router's loop (the watch, the hosted server's pass) or, in tests, from
+        another thread: the tables swap atomically and pools are closed on the loop."""
         self.listed = table
+        self._listed_keys = listed = frozenset(key_of(e) for m in table.models.values() for e in m.endpoints)
         self.membership.offer(table)
         self.refresh()
-        listed = {key_of(e) for m in table.models.values() for e in m.endpoints}
         for key in [k for k in self._pools if k not in listed and not self._open.get(k)]:
             self._close_pool(key)
 
@@ -123,7 +128,8 @@ class Router:
     def _pool(self, key: Key) -> aiohttp.ClientSession:
         pool = self._pools.get(key)
         if pool is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
+            # Instances speak plain HTTP: no TLS context is ever built.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, ssl=False)
             pool = self._pools[key] = aiohttp.ClientSession(
                 connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
             )
@@ -135,7 +141,18 @@ class Router:
             self._spawn(pool.close())
 
     def _spawn(self, work: Any) -> None:
-        task = asyncio.get_running_loop().create_task(work)
+        """Run ``work`` on the router's loop, also when called from another thread."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        if self._loop is None or here is not self._loop:
+            if self._loop is not None and not self._loop.is_closed():
+                self._loop.call_soon_threadsafe(self._spawn, work)
+            else:
+                work.close()  # never started: nothing to run it on
+            return
+        task = self._loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -144,6 +161,7 @@ class Router:
         if self._started:
             return
         self._started = True
+        self._loop = asyncio.get_running_loop()
         self._spawn(self.usage.run())
         for companion in self.companions:
             self._spawn(companion())
@@ -402,7 +420,7 @@ class Router:
             self._open[member] = left
             return
         self._open.pop(member, None)
-        if not any(key_of(e) == member for m in self.listed.models.values() for e in m.endpoints):
+        if member not in self._listed_keys:
             self._close_pool(member)  # it left the table: its last request is done
 
     def _unavailable(self, name: str, entries: list[ModelEntry]) -> str:
