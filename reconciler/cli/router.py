@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from reconciler.cli import app
 from reconciler.cli._common import read_token
+
+if TYPE_CHECKING:
+    from reconciler.server import HostedApp
+    from reconciler.server.loop import OnState
 
 keys_app = typer.Typer(help="API keys of the router.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
@@ -95,3 +99,29 @@ def router_command(
     )
     typer.echo(f"router: http://{host}:{port}/v1, following {', '.join(server)}", err=True)
     run_router_process(settings)
+
+
+def hosted_router(data: Path, store_url: str | None, port: int, host: str) -> tuple[HostedApp, OnState]:
+    """The router inside `serve`'s process (``--router-port``): its table rebuilt after every
+    observation, usage written straight to the store. It dies with the server."""
+    from collections.abc import Sequence
+
+    from reconciler.router import build_table, create_router_app
+    from reconciler.router.usage import UsageSum
+    from reconciler.server import HostedApp
+    from reconciler.server.routing import write_usage
+    from reconciler.server.store import Store, default_url
+
+    data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store lives there, before the server starts
+    store = Store(store_url or default_url(data))
+
+    class StoreUsage:
+        def record(self, rows: Sequence[UsageSum]) -> None:
+            write_usage(store, rows)
+
+    app, update_table = create_router_app(usage=StoreUsage())
+
+    def on_state(desired: Any, observed: Any) -> None:
+        update_table(build_table(desired, observed))
+
+    return HostedApp(app, port, host), on_state

@@ -111,37 +111,9 @@ def serve_command(
     )
     hosted, on_state = None, None
     if router_port:
-        from collections.abc import Sequence
+        from reconciler.cli.router import hosted_router
 
-        from reconciler.router import build_table, create_router_app
-        from reconciler.router.usage import UsageSum
-        from reconciler.server import HostedApp
-        from reconciler.server.store import Store, default_url
-
-        data.mkdir(parents=True, exist_ok=True, mode=0o700)  # the store lives there, before the server starts
-        store = Store(store_url or default_url(data))
-
-        class StoreUsage:
-            """The router meters by date; the store keeps the day as ISO text."""
-
-            def record(self, rows: Sequence[UsageSum]) -> None:
-                for r in rows:
-                    store.add_usage(
-                        r.key,
-                        r.model,
-                        r.day.isoformat(),
-                        r.prompt_tokens,
-                        r.completion_tokens,
-                        requests=r.requests,
-                        errors=r.errors,
-                    )
-
-        app, update_table = create_router_app(usage=StoreUsage())
-        hosted = HostedApp(app, router_port, router_host)
-
-        def on_state(desired: Any, observed: Any) -> None:
-            update_table(build_table(desired, observed))
-
+        hosted, on_state = hosted_router(data, store_url, router_port, router_host)
     try:
         run_server(config, source, on_state=on_state, router=hosted)
     except SourceUnavailable as exc:

@@ -21,7 +21,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from datetime import date
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Protocol
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Query, Request
@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 
 from reconciler.observe import InstanceSpec
 from reconciler.plan import Plan
+from reconciler.server.store import Store
 from reconciler.server.workers import WorkerRecord
 from reconciler.spec import Desired
 
@@ -197,7 +198,7 @@ def routing_api(rec: Reconciler, authorized: Sequence[Depends]) -> APIRouter:
             raise HTTPException(422, f"not a usage report: {str(exc).splitlines()[0]}") from exc
         if body.batch in batches:
             return {"rows": 0}
-        await asyncio.to_thread(_write, rec, body.rows)
+        await asyncio.to_thread(write_usage, rec.store, body.rows)
         batches[body.batch] = None
         while len(batches) > REMEMBERED_BATCHES:
             batches.popitem(last=False)
@@ -206,9 +207,29 @@ def routing_api(rec: Reconciler, authorized: Sequence[Depends]) -> APIRouter:
     return api
 
 
-def _write(rec: Reconciler, rows: Sequence[UsageRow]) -> None:
+class UsageCounts(Protocol):
+    """One row of usage sums, as a router reports it (UsageRow here, UsageSum in the router)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def model(self) -> str: ...
+    @property
+    def day(self) -> date: ...
+    @property
+    def prompt_tokens(self) -> int: ...
+    @property
+    def completion_tokens(self) -> int: ...
+    @property
+    def requests(self) -> int: ...
+    @property
+    def errors(self) -> int: ...
+
+
+def write_usage(store: Store, rows: Sequence[UsageCounts]) -> None:
+    """Add usage sums to the store's usage table (blocking: call it off the event loop)."""
     for row in rows:
-        rec.store.add_usage(
+        store.add_usage(
             row.key,
             row.model,
             row.day.isoformat(),
