@@ -196,7 +196,11 @@ class Cluster:
     def ours(self) -> list[int]:
         """Every live process that belongs to this data dir (for the check after `down`)."""
         mine = []
+        me = psutil.Process()
+        this_bench = {me.pid, *(p.pid for p in me.parents())}  # whose argv may name the data dir (--keep)
         for process in psutil.process_iter(["pid"]):
+            if process.pid in this_bench:
+                continue
             try:
                 text = " ".join(process.cmdline()) + " " + process.environ().get("RECONCILER_DATA_DIR", "")
                 if str(self.data) in text and process.status() != psutil.STATUS_ZOMBIE:
@@ -355,6 +359,11 @@ def inject(cluster: Cluster, fault: str, load: Load) -> tuple[float, float, int]
         time.sleep(1)
         cluster.replicas = 1
         cluster.commit("scale echo to 1")
+        try:
+            seen = wait_until(lambda: any(i["state"] == "Draining" for i in cluster.echo_instances()), 30, "")
+            print(f"  scale: status showed Draining {seen:.1f}s after the commit", flush=True)
+        except TimeoutError:
+            print("  scale: status never showed Draining (the drain ended between two polls)", flush=True)
         wait_until(cluster.converged, 120, "scaled to 1")
         cluster.replicas = 2
         started = time.monotonic()
@@ -402,6 +411,7 @@ class Row:
     orphans: int = 0
     converge: list[float] = field(default_factory=list)
     after_restart: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)  # when and where each failed request was
 
 
 def summarize(phases: list[Phase], results: list[Result]) -> dict[str, Row]:
@@ -420,6 +430,10 @@ def summarize(phases: list[Phase], results: list[Result]) -> dict[str, Row]:
                 if result.error:
                     row.failed += 1
                     row.kinds[("stream " if result.stream else "") + result.error] += 1
+                    row.failures.append(
+                        f"{phase.fault}: started {result.started - phase.started:.1f}s into the fault, "
+                        f"ended {result.ended - phase.started:.1f}s, router {result.router + 1}: {result.error}"
+                    )
     return rows
 
 
@@ -435,6 +449,9 @@ def print_table(rows: dict[str, Row]) -> None:
             f"| {row.fault} | {row.cycles} | {row.sent} | {row.failed} | {row.retried} | {kinds} | "
             f"{row.duplicates} | {row.orphans} | {max(row.converge):.1f} | {max(row.after_restart):.1f} |"
         )
+    for row in rows.values():
+        for failure in row.failures:
+            print(f"  failed: {failure}")
 
 
 @contextmanager
@@ -447,10 +464,12 @@ def cluster_in(data: Path) -> Iterator[Cluster]:
         cluster.stop()
 
 
-def chaos(data: Path, cycles: int, seed: int, clients: int) -> tuple[dict[str, Row], list[int]]:
+def chaos(
+    data: Path, cycles: int, seed: int, clients: int, kinds: tuple[str, ...] = FAULTS
+) -> tuple[dict[str, Row], list[int]]:
     """Run the bench; returns the rows and the processes of ours still alive after `down`."""
     random.seed(seed)
-    faults = [fault for fault in FAULTS for _ in range(cycles)]
+    faults = [fault for fault in kinds for _ in range(cycles)]
     random.shuffle(faults)
     with cluster_in(data) as cluster:
         load = Load(cluster.routers, clients)
@@ -468,9 +487,13 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=3)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--clients", type=int, default=6)
+    parser.add_argument("--faults", default=",".join(FAULTS), help="a subset, comma-separated")
+    parser.add_argument("--keep", type=Path, help="a data dir to keep (logs) instead of a temporary one")
     args = parser.parse_args()
+    kinds = tuple(f for f in args.faults.split(",") if f in FAULTS)
     with tempfile.TemporaryDirectory(prefix="reconciler-chaos-") as folder:
-        rows, left = chaos(Path(folder) / "data", args.cycles, args.seed, args.clients)
+        data = args.keep or Path(folder) / "data"
+        rows, left = chaos(data, args.cycles, args.seed, args.clients, kinds)
     print_table(rows)
     print(f"\nprocesses of ours left after `reconcile down`: {len(left)}")
 
