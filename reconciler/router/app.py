@@ -59,7 +59,7 @@ class Refusal(Exception):
 
 
 class Router:
-    """The ASGI app. ``update_table`` is called on the router's event loop; requests see whole tables.
+    """The ASGI app. ``update_table`` may be called from any thread; requests see whole tables.
 
     ``table`` holds only the instances that pass their health checks (``membership``); the
     table as the server sent it is ``listed``. Each instance has its own connection pool,
@@ -146,13 +146,14 @@ class Router:
             here = asyncio.get_running_loop()
         except RuntimeError:
             here = None
-        if self._loop is None or here is not self._loop:
-            if self._loop is not None and not self._loop.is_closed():
-                self._loop.call_soon_threadsafe(self._spawn, work)
-            else:
-                work.close()  # never started: nothing to run it on
+        loop = self._loop or here
+        if loop is None or loop.is_closed():
+            work.close()  # no loop ever ran it: nothing to run it on
             return
-        task = self._loop.create_task(work)
+        if here is not loop:
+            loop.call_soon_threadsafe(self._spawn, work)
+            return
+        task = loop.create_task(work)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
