@@ -131,7 +131,11 @@ class Router:
             # Instances speak plain HTTP: no TLS context is ever built.
             connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, ssl=False)
             pool = self._pools[key] = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an instance's cookies must never reach other clients
             )
         return pool
 
@@ -334,8 +338,8 @@ class Router:
             raise
         finally:
             self.usage.count(key, name, status)
-            self.metrics.requests.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.metrics.of(self.metrics.requests, name, str(status)).inc()
+            self.metrics.of(self.metrics.latency, name).observe(time.perf_counter() - started)
 
     async def _attempts(
         self,
@@ -370,8 +374,8 @@ class Router:
             entry, endpoint = picked
             tried.add(endpoint.id)
             self.balancer.started(endpoint)
-            self.metrics.decisions.labels(entry.name, endpoint.id).inc()
-            gauge = self.metrics.inflight.labels(endpoint.id)
+            self.metrics.of(self.metrics.decisions, entry.name, endpoint.id).inc()
+            gauge = self.metrics.of(self.metrics.inflight, endpoint.id)
             gauge.inc()
             member = key_of(endpoint)
             self._open[member] = self._open.get(member, 0) + 1
