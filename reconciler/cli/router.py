@@ -107,6 +107,7 @@ def hosted_router(data: Path, store_url: str | None, port: int, host: str) -> tu
     from collections.abc import Sequence
 
     from reconciler.router import build_table, create_router_app
+    from reconciler.router.listener import limits
     from reconciler.router.usage import UsageSum
     from reconciler.server import HostedApp
     from reconciler.server.routing import write_usage
@@ -124,4 +125,4 @@ def hosted_router(data: Path, store_url: str | None, port: int, host: str) -> tu
     def on_state(desired: Any, observed: Any) -> None:
         update_table(build_table(desired, observed))
 
-    return HostedApp(app, port, host), on_state
+    return HostedApp(app, port, host, limits()), on_state

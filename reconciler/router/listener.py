@@ -53,6 +53,23 @@ def guarded(header_timeout: float) -> type[HeaderDeadline]:
     return type("HeaderDeadline", (HeaderDeadline,), {"header_timeout": header_timeout})
 
 
+def limits(
+    header_timeout: float = HEADER_TIMEOUT_S,
+    idle_timeout: float = IDLE_TIMEOUT_S,
+    max_connections: int = MAX_CONNECTIONS,
+) -> dict[str, Any]:
+    """uvicorn settings for any router listener: bounded clients, no access log, no proxy headers."""
+    return {
+        "http": guarded(header_timeout),
+        "timeout_keep_alive": int(idle_timeout),
+        "limit_concurrency": max_connections,
+        "access_log": False,
+        "proxy_headers": False,
+        "server_header": False,
+        "date_header": False,
+    }
+
+
 def serve_config(
     app: Any,
     host: str,
@@ -62,19 +79,13 @@ def serve_config(
     idle_timeout: float = IDLE_TIMEOUT_S,
     max_connections: int = MAX_CONNECTIONS,
 ) -> uvicorn.Config:
-    """uvicorn settings for a router listener: no access log, no proxy headers, bounded clients."""
+    """The router process's listener: uvloop, and the limits above."""
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         loop="uvloop",
-        http=guarded(header_timeout),
         lifespan="on",
-        access_log=False,
         log_level="warning",
-        proxy_headers=False,
-        server_header=False,
-        date_header=False,
-        timeout_keep_alive=int(idle_timeout),
-        limit_concurrency=max_connections,
+        **limits(header_timeout, idle_timeout, max_connections),
     )

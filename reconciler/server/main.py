@@ -11,9 +11,9 @@ import logging
 import multiprocessing
 import os
 import signal
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +47,7 @@ class HostedApp:
     app: Any
     port: int
     host: str = "0.0.0.0"
+    options: Mapping[str, Any] = field(default_factory=dict)  # more uvicorn settings (the router's limits)
 
 
 class _Main(uvicorn.Server):
@@ -93,7 +94,7 @@ async def serve(
         rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
     app = create_app(rec, token_sha256, config.webhook_secret)
     main = _Main(uvicorn.Config(app, host=config.host, port=config.port, access_log=False))
-    guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port)) if router else None
+    guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port, **router.options)) if router else None
     tasks = [asyncio.create_task(rec.run(), name="reconcile")]
     if isinstance(source, DirSource):
         tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
