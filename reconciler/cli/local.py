@@ -259,7 +259,7 @@ def _ensure_router(data: Path, python: list[str], server_url: str, token_path: P
         return
     url = f"http://127.0.0.1:{port}"
     argv = [*python, "router", "--server", server_url, "--token-file", str(token_path), "--port", str(port)]
-    pid = _spawn([*argv, "--host", "127.0.0.1"], data / "router.log")
+    pid = _spawn([*argv, "--host", "127.0.0.1", "--table-file", str(data / "router-table.json")], data / "router.log")
     _record(data / "router.json", url, pid)
     typer.echo(f"started the router (pid {pid}) on {url}; log {data / 'router.log'}")
     if not _wait_for(lambda: _healthy(url), 60):

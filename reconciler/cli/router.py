@@ -72,6 +72,10 @@ def router_command(
     max_connections: Annotated[
         int, typer.Option("--max-connections", help="Client connections at once: 503 above.", min=1)
     ] = 4096,
+    table_file: Annotated[
+        Path | None,
+        typer.Option("--table-file", help="Keep the last table here; start from it while no server answers."),
+    ] = None,
 ) -> None:
     """Run a router: follow the servers' routing table and serve the OpenAI API on it.
 
@@ -96,6 +100,7 @@ def router_command(
         max_inflight=max_inflight,
         max_body_bytes=max_body_mib * 1024 * 1024,
         max_connections=max_connections,
+        table_file=table_file,
     )
     typer.echo(f"router: http://{host}:{port}/v1, following {', '.join(server)}", err=True)
     run_router_process(settings)

@@ -9,14 +9,17 @@ through the ``--server`` URLs in turn. Usage batches that could not be delivered
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import random
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import aiohttp
 import httpx
@@ -71,15 +74,45 @@ class TableWatch:
         offer: Callable[[RoutingTable], None],
         metrics: RouterMetrics,
         advertise: str = "",
+        table_file: Path | None = None,
     ) -> None:
         self.servers = [s.rstrip("/") for s in servers]
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.offer = offer
         self.metrics = metrics
         self.advertise = advertise
+        self.table_file = table_file
         self.state = TableState(servers=tuple(self.servers))
 
+    def resume(self) -> None:
+        """Start from the table kept in ``table_file`` (stale until a server confirms it)."""
+        if self.table_file is None:
+            return
+        try:
+            body = self.table_file.read_bytes()
+            doc = json.loads(body)
+            self.offer(table_from_doc(doc))
+        except (OSError, ValueError) as exc:  # DocInvalid is a ValueError
+            if not isinstance(exc, FileNotFoundError):
+                log.warning("%s: cannot start from this table: %s", self.table_file, exc)
+            return
+        self.state.version, self.state.digest = int(doc.get("version", 0)), str(doc.get("digest", ""))
+        self.state.error = f"routing on the table kept in {self.table_file}; no server confirmed it yet"
+        self.metrics.table_version.set(self.state.version)
+        self.metrics.table_stale.set(1)
+
+    def _keep(self, body: bytes) -> None:
+        if self.table_file is None:
+            return
+        temporary = self.table_file.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as out:
+                out.write(body)
+            temporary.replace(self.table_file)
+
     async def run(self) -> None:
+        self.resume()
         timeout = aiohttp.ClientTimeout(total=WATCH_WAIT_S + 10, sock_connect=2.0)
         failures = 0
         turn = 0
@@ -120,6 +153,7 @@ class TableWatch:
         doc = json.loads(body)
         table = table_from_doc(doc)
         self.offer(table)
+        await asyncio.to_thread(self._keep, body)
         state.version, state.digest = int(doc.get("version", 0)), str(doc.get("digest", ""))
         self.metrics.table_version.set(state.version)
         self._fresh(server)

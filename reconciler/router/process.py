@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import uvicorn
 
@@ -33,6 +34,7 @@ class RouterSettings:
     idle_timeout_s: float = IDLE_TIMEOUT_S
     max_connections: int = MAX_CONNECTIONS
     probe_interval_s: float = PROBE_INTERVAL_S
+    table_file: Path | None = None  # the last table, kept to start from while no server answers
 
 
 def advertised(host: str, port: int) -> str:
@@ -51,6 +53,7 @@ def build_router(settings: RouterSettings) -> tuple[Router, TableWatch, ServerUs
         lambda table: holder[0].update_table(table),
         metrics,
         advertised(settings.host, settings.port),
+        settings.table_file,
     )
     router = Router(
         usage,

@@ -50,13 +50,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def router_process(tmp_path: Path, *servers: str) -> Iterator[str]:
+def router_process(tmp_path: Path, *servers: str, extra: tuple[str, ...] = ()) -> Iterator[str]:
     token = tmp_path / "token"
     token.write_text(TOKEN)
     port = free_port()
     argv = [sys.executable, "-m", "reconciler.cli", "router", "--port", str(port), "--token-file", str(token)]
     for server in servers:
         argv += ["--server", server]
+    argv += extra
     process = subprocess.Popen(argv, env={**os.environ, "PYTHONPATH": str(ROOT)}, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -113,3 +114,21 @@ def test_router_follows_the_table_reports_usage_and_outlives_the_server(tmp_path
             assert "reconciler_router_table_stale 1.0" in _get(f"{url}/metrics").text
             answers = [chat(url) for _ in range(5)]  # routing goes on, on the last table
             assert all(r.status_code == 200 and r.headers["x-instance"] == "b" for r in answers)
+
+
+def test_router_restarted_while_no_server_answers_starts_from_its_kept_table(tmp_path):
+    kept = tmp_path / "table.json"
+    upstream = FakeUpstream("a")
+    with serve(upstream) as a_url:
+        with (
+            serve(FakeServer(doc_of({"a": a_url}))) as server_url,
+            router_process(tmp_path, server_url, extra=("--table-file", str(kept))) as url,
+        ):
+            assert wait(lambda: _get(f"{url}/healthz").json()["status"] == "ok", 15)
+            assert wait(kept.exists, 5) and oct(kept.stat().st_mode & 0o777) == "0o600"
+        # The server is gone, and so was the router: a new one routes on the kept table.
+        with router_process(tmp_path, "http://127.0.0.1:1", extra=("--table-file", str(kept))) as url:
+            health = _get(f"{url}/healthz").json()
+            assert health["status"] == "stale" and health["tableVersion"] == 1
+            assert health["error"]
+            assert chat(url).headers["x-instance"] == "a"
