@@ -7,11 +7,16 @@ and the time to the first byte of a streamed answer. Also measured, to justify t
 our router served by uvicorn's pure-Python h11 on asyncio's loop, and a minimal httpx
 forwarder in place of aiohttp.
 
-Targets: added p50 <= 1 ms and p99 <= 3 ms at c=1; req/s at c=32 >= 10x LiteLLM and >= 35%
-of direct. LiteLLM is installed into its own venv (/work/main/.venv-litellm or
-$LITELLM_VENV) when missing; the bench skips it with a line saying why if that fails.
+The same upstream is also deployed the way users run it: `reconcile up` (its own router
+process, an API key in the Cluster, metering to the server, health probes), with the
+upstream as a `custom` Model; that router is measured against the deployed instance itself.
 
-    python bench/router.py [--requests 4000] [--no-litellm] [--gemma]
+Targets, for the deployed router: added p50 <= 0.5 ms and p99 <= 2 ms at c=1, req/s at
+c=32 >= 50% of direct; and >= 10x LiteLLM. LiteLLM is installed into its own venv
+(.venv-litellm under the checkout, or $LITELLM_VENV) when missing; the bench skips it with
+a line saying why if that fails.
+
+    python bench/router.py [--requests 4000] [--no-litellm] [--no-deployed] [--gemma]
 
 ``--gemma`` adds the prefix-hash effect on two real llama.cpp Gemma instances: TTFT of
 requests that share one of four long system prompts, least-request vs prefix-hash.
@@ -40,7 +45,7 @@ import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", "/work/main/.venv-litellm"))
+LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", str(ROOT / ".venv-litellm")))
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 KEY = "sk-" + "5eb1" * 16  # every proxy checks it: LiteLLM as its master key, ours by its SHA-256
 GEMMA = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
@@ -219,10 +224,10 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] * 1000
 
 
-def measure(name: str, url: str, requests: int) -> dict[str, float]:
-    _, c1, _ = asyncio.run(load(url, 1, max(500, requests // 4), BODY))
-    _, _, rps = asyncio.run(load(url, 32, requests, BODY))
-    firsts, _, _ = asyncio.run(load(url, 1, 300, {**BODY, "stream": True, "chunks": 8}))
+def measure(name: str, url: str, requests: int, body: dict[str, Any] = BODY) -> dict[str, float]:
+    _, c1, _ = asyncio.run(load(url, 1, max(500, requests // 4), body))
+    _, _, rps = asyncio.run(load(url, 32, requests, body))
+    firsts, _, _ = asyncio.run(load(url, 1, 300, {**body, "stream": True, "chunks": 8}))
     row = {"p50": pct(c1, 50), "p99": pct(c1, 99), "rps": rps, "ttfb": pct(firsts, 50)}
     print(f"{name:<34} {row['p50']:7.2f} {row['p99']:7.2f} {row['rps']:9.0f} {row['ttfb']:8.2f}", flush=True)
     return row
@@ -266,6 +271,48 @@ def overhead(requests: int, with_litellm: bool) -> None:
             f"req/s at c=32: {ours['rps'] / lite['rps']:.1f}x LiteLLM (target >= 10x); "
             f"LiteLLM adds p50 {lite['p50'] - direct['p50']:.2f} ms, p99 {lite['p99'] - direct['p99']:.2f} ms"
         )
+
+
+def deployed(requests: int) -> None:
+    """The router as `reconcile up` runs it, against the instance it routes to."""
+    import hashlib
+
+    from bench.chaos import Cluster, wait_until
+
+    with tempfile.TemporaryDirectory(prefix="reconciler-bench-") as folder:
+        cluster = Cluster(Path(folder) / "data")
+        cluster.replicas = 1
+        try:
+            cluster.up()
+            config = cluster.data / "repo" / "cluster.yaml"
+            digest = hashlib.sha256(KEY.encode()).hexdigest()
+            config.write_text(
+                config.read_text(encoding="utf-8")
+                + f"  router:\n    apiKeys:\n      - {{name: bench, sha256: {digest}}}\n",
+                encoding="utf-8",
+            )
+            cluster.commit("bench: an API key, the upstream as a custom Model")
+            body = {**BODY, "model": "echo"}
+            router = f"{cluster.routers[0]}/v1/chat/completions"
+
+            def routed() -> bool:
+                try:
+                    answer = httpx.post(router, json=body, headers={"Authorization": f"Bearer {KEY}"}, timeout=5)
+                except httpx.HTTPError:
+                    return False
+                return answer.status_code == 200
+
+            wait_until(routed, 180, "the deployed router answers with the key")
+            (instance,) = cluster.echo_instances()
+            direct = measure("direct (the deployed instance)", f"{instance['url']}/v1/chat/completions", requests, body)
+            ours = measure("router as `up` runs it (keys, metering)", router, requests, body)
+        finally:
+            cluster.stop()
+    print(
+        f"added by the deployed router at c=1: p50 {ours['p50'] - direct['p50']:.2f} ms (target <= 0.5), "
+        f"p99 {ours['p99'] - direct['p99']:.2f} ms (target <= 2); "
+        f"req/s at c=32: {ours['rps'] / direct['rps']:.0%} of direct (target >= 50%)"
+    )
 
 
 def litellm_row(binary: Path, upstream: str, requests: int) -> dict[str, float]:
@@ -367,12 +414,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=4000, help="requests at concurrency 32")
     parser.add_argument("--no-litellm", action="store_true")
+    parser.add_argument("--no-deployed", action="store_true", help="skip the router as `reconcile up` runs it")
     parser.add_argument("--gemma", action="store_true", help="also measure prefix-hash TTFT on real Gemma")
     parser.add_argument("--only-gemma", action="store_true", help="measure only the prefix-hash effect")
     parser.add_argument("--gemma-requests", type=int, default=40)
     args = parser.parse_args()
     if not args.only_gemma:
         overhead(args.requests, not args.no_litellm)
+        if not args.no_deployed:
+            print()
+            deployed(args.requests)
     if args.gemma or args.only_gemma:
         gemma_prefix(args.gemma_requests)
 

@@ -29,7 +29,7 @@ def test_invalid_exits_1_with_one_line_per_error(write):
     assert lines == [
         f"{path}:6:3: Model/m: spec.x: unknown field (allowed: source, backend, backendVersion, replicas, "
         "maxSurge, maxUnavailable, category, scheduling, backendParameters, env, cpuOffloading, distributedInference, "
-        "restartOnError, genericProxy, extendedKVCache, custom, routing)"
+        "restartOnError, genericProxy, drainSeconds, extendedKVCache, custom, routing)"
     ]
 
 

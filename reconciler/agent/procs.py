@@ -96,3 +96,28 @@ def port_taken(port: int) -> bool:
         except OSError as exc:
             return exc.errno == errno.EADDRINUSE
     return False
+
+
+def client_connections(processes: list[psutil.Process], port: int) -> int:
+    """Open client connections these processes accept on ``port``: those of this agent (its
+    health probes) not counted, so a drain waits only for real clients."""
+    try:
+        own = {(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="tcp") if c.laddr}
+    except psutil.Error:
+        own = set()
+    count = 0
+    for process in processes:
+        try:
+            connections = process.net_connections(kind="tcp")
+        except psutil.Error:
+            continue
+        count += sum(
+            1
+            for c in connections
+            if c.status == psutil.CONN_ESTABLISHED
+            and c.laddr
+            and c.laddr.port == port
+            and c.raddr
+            and (c.raddr.ip, c.raddr.port) not in own
+        )
+    return count

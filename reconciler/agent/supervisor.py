@@ -6,6 +6,10 @@ min(10 x 2^(n-1), 300) s, n counting failures since it was last Running.
 Backends write straight to ``<data-dir>/log/serve/<id>.log`` (not through a pipe),
 so they outlive the agent, which re-adopts them by pid and start time when it
 comes back. Stopping the agent leaves its instances running, as a kubelet does.
+An instance that leaves the set (deleted, replaced, scaled down) drains first: it is
+Draining while client connections to its port remain, for at most its ``drainSeconds``
+(the routers stop sending it new requests as soon as the server's table drops it), and only
+then gets SIGTERM, the grace period, and SIGKILL.
 An instance gets a clean environment (BASE_ENV and its spec's env), a port nobody
 else holds, and counts as healthy only while its own process tree holds that port.
 """
@@ -30,7 +34,16 @@ import httpx
 import psutil
 
 from reconciler.agent.files import ModelFiles, Progress
-from reconciler.agent.procs import Children, describe, listeners, port_taken, tree, tree_listening, tree_rss
+from reconciler.agent.procs import (
+    Children,
+    client_connections,
+    describe,
+    listeners,
+    port_taken,
+    tree,
+    tree_listening,
+    tree_rss,
+)
 from reconciler.agent.record import AgentRecord, ProcessRecord, RecordNotSaved, load_record, save_record
 from reconciler.agent.wire import generation_ceiling, refused_environment
 from reconciler.observe import InstanceSpec, ObservedInstance
@@ -41,6 +54,10 @@ log = logging.getLogger("reconciler.agent")
 PROBE_INTERVAL = 3.0
 PROBE_TIMEOUT = 1.0
 STOP_GRACE = 10.0
+# Time for every router to learn that an instance left (the table watch takes well under 1 s)
+# before its open connections are trusted to be the last ones.
+DRAIN_MIN = 2.0
+DRAIN_POLL = 0.25
 LOG_MAX_BYTES = 20 * 1024 * 1024
 TAIL_LINES = 20
 INSTANCE_ENV = "RECONCILER_INSTANCE"
@@ -95,6 +112,8 @@ class Instance:
     retry_at: float = 0.0
     next_probe: float = 0.0
     fetch: asyncio.Task[None] | None = None
+    drain: asyncio.Task[None] | None = None
+    stopping: bool = False  # the drain is over: signals are on their way
     fetched: bool = False
     progress: Progress = field(default_factory=Progress)
 
@@ -159,6 +178,7 @@ class Supervisor:
             log.warning("generation %s is far ahead of the clock; any next set is taken", self.record.generation)
             self.record = self.record.model_copy(update={"generation": 0})
         self.instances: dict[str, Instance] = {}
+        self.draining: dict[str, Instance] = {}  # left the set; stopped once their clients are gone
         self.wake = asyncio.Event()
         self.client = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
 
@@ -253,13 +273,16 @@ class Supervisor:
         changed = False
         for key, instance in list(self.instances.items()):
             if key not in desired or desired[key].spec_hash != instance.spec.spec_hash:
-                await self.stop(instance)
                 del self.instances[key]
+                await self.retire(instance)
                 changed = True
         for key, spec in desired.items():
             if key not in self.instances:
-                self.instances[key] = Instance(spec)
+                self.instances[key] = self._revive(spec) or Instance(spec)
             instance = self.instances[key]
+            if key in self.draining:  # its old process still holds the port
+                instance.message = f"waiting for the previous process to drain: {self.draining[key].message}"
+                continue
             try:
                 changed |= await self.advance(instance)
             except Exception as exc:  # whatever goes wrong with one instance ends in its Error, with the reason
@@ -430,6 +453,48 @@ class Supervisor:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(os.getpgid(pid), sig)
 
+    async def retire(self, instance: Instance) -> None:
+        """Stop an instance that left the set: at once when it serves nothing, else after a drain."""
+        serving = instance.state == "Running" and instance.spec.role == "main"  # only those get traffic
+        if not serving or instance.spec.drain_seconds == 0 or instance.pid is None:
+            await self.stop(instance)
+            return
+        instance.state, instance.message = "Draining", "draining: waiting for the routers to stop sending requests"
+        self.draining[instance.spec.id] = instance
+        instance.drain = asyncio.create_task(self._drain_then_stop(instance))
+        log.info("%s is Draining (at most %ss)", instance.spec.id, instance.spec.drain_seconds)
+
+    def _revive(self, spec: InstanceSpec) -> Instance | None:
+        """A draining instance wanted back unchanged (scale down, then up again) keeps running."""
+        old = self.draining.get(spec.id)
+        if old is None or old.stopping or old.spec.spec_hash != spec.spec_hash or old.drain is None:
+            return None
+        del self.draining[spec.id]
+        old.drain.cancel()
+        old.drain, old.spec, old.state, old.message = None, spec, "Starting", ""
+        old.next_probe = self.clock()
+        log.info("%s is wanted again: its drain is cancelled", spec.id)
+        return old
+
+    async def _drain_then_stop(self, instance: Instance) -> None:
+        limit = instance.spec.drain_seconds
+        deadline = self.clock() + limit
+        try:
+            await asyncio.sleep(min(DRAIN_MIN, limit))
+            while self.clock() < deadline:
+                clients = await asyncio.to_thread(client_connections, instance.processes(), instance.spec.port)
+                if clients == 0:
+                    break
+                left = max(0.0, deadline - self.clock())
+                instance.message = f"draining: {clients} client connection(s) open, at most {left:.0f}s more"
+                await asyncio.sleep(DRAIN_POLL)
+            instance.stopping = True
+            await self.stop(instance)
+        finally:
+            if self.draining.get(instance.spec.id) is instance:
+                del self.draining[instance.spec.id]
+            self.wake.set()
+
     async def stop(self, instance: Instance) -> None:
         """SIGTERM to the whole process group, SIGKILL after the grace period."""
         if instance.fetch is not None:
@@ -462,11 +527,14 @@ class Supervisor:
                     handle.truncate(0)
 
     def observed(self, gpu_usage: dict[int, dict[int, int]], table: Children) -> list[ObservedInstance]:
-        return [self.instances[key].observed(gpu_usage, table) for key in sorted(self.instances)]
+        """Every instance; a draining one too, unless its replacement (same id) is listed."""
+        shown = {**{k: v for k, v in self.draining.items() if k not in self.instances}, **self.instances}
+        return [shown[key].observed(gpu_usage, table) for key in sorted(shown)]
 
     def pids(self, table: Children) -> set[int]:
-        """Every process of every instance."""
-        return {p.pid for instance in self.instances.values() for p in instance.processes(table)}
+        """Every process of every instance, draining ones included."""
+        everyone = [*self.instances.values(), *self.draining.values()]
+        return {p.pid for instance in everyone for p in instance.processes(table)}
 
     def wants(self, instance_id: str) -> bool:
         return any(spec.id == instance_id for spec in self.record.instances)
@@ -475,6 +543,10 @@ class Supervisor:
         return {ref.path for spec in self.record.instances for ref in spec.files}
 
     async def close(self) -> None:
+        """Stop supervising; draining processes keep running, as every instance does."""
+        for instance in self.draining.values():
+            if instance.drain is not None:
+                instance.drain.cancel()
         await self.client.aclose()
 
 

@@ -1,9 +1,11 @@
 """`reconcile up` / `down`: the all-in-one local mode.
 
-``up`` seeds ``<data-dir>/repo`` (git, branch main) from examples/quickstart, starts one agent
-and the server as detached processes (each in its own session, so they outlive the command),
-and returns once the model answers a chat request. A second ``up`` finds them running and
-restarts nothing. ``down`` stops the server, the instances and the agent.
+``up`` seeds ``<data-dir>/repo`` (git, branch main) from examples/quickstart, starts one agent,
+the server and one router as detached processes (each in its own session, so they outlive the
+command and each other: killing the server leaves the router serving), and returns once the
+model answers a chat request through the router. A second ``up`` starts what is missing and
+restarts nothing else. ``down`` stops the server, the instances, the agent and the router, and
+signals a recorded pid only while its command line and start time still match.
 """
 
 from __future__ import annotations
@@ -109,6 +111,45 @@ def _spawn(argv: list[str], log: Path) -> int:
     return process.pid
 
 
+def _record(path: Path, url: str, pid: int) -> None:
+    """Where a started process answers, its pid and start time (so ``down`` never signals a reused pid)."""
+    import psutil
+
+    try:
+        started = psutil.Process(pid).create_time()
+    except psutil.Error:
+        started = None
+    path.write_text(json.dumps({"url": url, "pid": pid, "createTime": started}) + "\n", encoding="utf-8")
+
+
+def ours(info: dict[str, Any], command: str, written_at: float | None = None) -> int | None:
+    """The recorded pid while it is still the process we started, else None.
+
+    It must run ``reconciler.cli COMMAND`` and have started when recorded (``createTime``), or
+    before its record was written (``written_at``: server.json, which the server writes itself).
+    """
+    import psutil
+
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0:
+        return None
+    try:
+        process = psutil.Process(pid)
+        argv, started = process.cmdline(), process.create_time()
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.Error:
+        return None
+    if command not in argv or not any(a == "reconciler.cli" or Path(a).name == "reconcile" for a in argv):
+        return None
+    recorded = info.get("createTime")
+    if isinstance(recorded, int | float) and abs(recorded - started) > 0.05:
+        return None
+    if written_at is not None and started > written_at + 1.0:
+        return None
+    return pid
+
+
 def _wait_for(check: Any, seconds: float) -> bool:
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -123,9 +164,12 @@ def up_command(
     data_dir: DataDir = None,
     port: Annotated[int, typer.Option("--port", help="Port of the server API.")] = 10160,
     agent_port: Annotated[int, typer.Option("--agent-port", help="Port of the local agent.")] = 10150,
+    router_port: Annotated[
+        int, typer.Option("--router-port", help="Port of the OpenAI-compatible router (its own process).")
+    ] = 10170,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the model to answer.")] = 900.0,
 ) -> None:
-    """Start everything locally (a git repo, one agent, the server) and wait until Gemma answers.
+    """Start everything locally (a git repo, one agent, the server, a router) and wait until Gemma answers.
 
     Safe to run again: what already runs is found and left alone.
     """
@@ -139,7 +183,7 @@ def up_command(
     seed_repo(data / "repo", agent_url)
     python = [sys.executable, "-m", "reconciler.cli"]
     agent_info = _read_json(data / "agent.json")
-    if not (_alive(agent_info.get("pid")) and _healthy(str(agent_info.get("url")))):
+    if not (ours(agent_info, "agent") and _healthy(str(agent_info.get("url")))):
         pid = _spawn(
             [
                 *python,
@@ -159,13 +203,14 @@ def up_command(
             ],
             data / "agent.log",
         )
-        (data / "agent.json").write_text(json.dumps({"url": agent_url, "pid": pid}) + "\n", encoding="utf-8")
+        _record(data / "agent.json", agent_url, pid)
         typer.echo(f"started the agent (pid {pid}) on {agent_url}; log {data / 'agent.log'}")
     else:
         agent_url = str(agent_info["url"])
         typer.echo(f"the agent already runs (pid {agent_info['pid']}) on {agent_url}")
     server_info = _read_json(server_file(data))
-    if not (_alive(server_info.get("pid")) and _healthy(str(server_info.get("url")))):
+    server_url = f"http://127.0.0.1:{port}"
+    if not (_server_pid(data) and _healthy(str(server_info.get("url")))):
         server_file(data).unlink(missing_ok=True)
         pid = _spawn(
             [
@@ -182,18 +227,43 @@ def up_command(
                 str(port),
                 "--agent-token-file",
                 str(token_path),
-                "--router-port",
-                "10170",
             ],
             data / "server.log",
         )
-        typer.echo(f"started the server (pid {pid}) on http://127.0.0.1:{port}; log {data / 'server.log'}")
+        typer.echo(f"started the server (pid {pid}) on {server_url}; log {data / 'server.log'}")
         if not _wait_for(lambda: server_file(data).exists(), 60):
             raise typer.Exit(_say(f"the server did not start; see {data / 'server.log'}"))
     else:
-        typer.echo(f"the server already runs (pid {server_info['pid']}) on {server_info['url']}")
+        server_url = str(server_info["url"])
+        typer.echo(f"the server already runs (pid {server_info['pid']}) on {server_url}")
+    _ensure_router(data, python, server_url, token_path, router_port)
     instance = _wait_until_serving(data, timeout)
     _next_steps(data, instance)
+
+
+def _server_pid(data: Path) -> int | None:
+    from reconciler.server import server_file
+
+    path = server_file(data)
+    try:
+        written = path.stat().st_mtime
+    except OSError:
+        return None
+    return ours(_read_json(path), "serve", written)
+
+
+def _ensure_router(data: Path, python: list[str], server_url: str, token_path: Path, port: int) -> None:
+    info = _read_json(data / "router.json")
+    if ours(info, "router") and _healthy(str(info.get("url"))):
+        typer.echo(f"the router already runs (pid {info['pid']}) on {info['url']}")
+        return
+    url = f"http://127.0.0.1:{port}"
+    argv = [*python, "router", "--server", server_url, "--token-file", str(token_path), "--port", str(port)]
+    pid = _spawn([*argv, "--host", "127.0.0.1", "--table-file", str(data / "router-table.json")], data / "router.log")
+    _record(data / "router.json", url, pid)
+    typer.echo(f"started the router (pid {pid}) on {url}; log {data / 'router.log'}")
+    if not _wait_for(lambda: _healthy(url), 60):
+        raise typer.Exit(_say(f"the router did not start; see {data / 'router.log'}"))
 
 
 def _status(data: Path) -> dict[str, Any] | None:
@@ -282,15 +352,23 @@ the server applies each commit within seconds (an invalid one is refused with fi
 
 @app.command("down")
 def down_command(data_dir: DataDir = None) -> None:
-    """Stop what `reconcile up` started: the server, every instance, the agent."""
+    """Stop what `reconcile up` started: the router, the server, every instance, the agent.
+
+    A recorded pid is signalled only while it is still the process `up` started (same command
+    line and start time); a stale record is removed and nothing is killed for it.
+    """
     import httpx
 
     from reconciler.server import server_file
 
     data = data_dir_of(data_dir)
-    server = _read_json(server_file(data))
-    if _alive(server.get("pid")):
-        _stop(int(server["pid"]), "server")
+    # The router first: it holds pooled connections to the instances, which would keep them draining.
+    router_pid = ours(_read_json(data / "router.json"), "router")
+    if router_pid is not None:
+        _stop(router_pid, "router")
+    server_pid = _server_pid(data)
+    if server_pid is not None:
+        _stop(server_pid, "server")
     server_file(data).unlink(missing_ok=True)
     agent = _read_json(data / "agent.json")
     token_file = data / "token"
@@ -307,10 +385,12 @@ def down_command(data_dir: DataDir = None) -> None:
             lambda: not httpx.get(f"{agent['url']}/v1/state", headers=headers, timeout=10.0).json()["instances"], 60
         )
         typer.echo("stopped the instances")
-    if _alive(agent.get("pid")):
-        _stop(int(agent["pid"]), "agent")
-    with contextlib.suppress(OSError):
-        (data / "agent.json").unlink()
+    agent_pid = ours(agent, "agent")
+    if agent_pid is not None:
+        _stop(agent_pid, "agent")
+    for record in ("agent.json", "router.json"):
+        with contextlib.suppress(OSError):
+            (data / record).unlink()
     typer.echo("everything is stopped; the repo and the store stay in " + str(data))
 
 

@@ -129,36 +129,13 @@ def serve_command(
     )
     hosted, on_state, on_store = None, None, None
     if router_port:
-        hosted, on_state, on_store = _hosted_router(router_port, router_host)
+        from reconciler.cli.router import hosted_router
+
+        hosted, on_state, on_store = hosted_router(router_port, router_host)
     try:
         run_server(config, source, on_state=on_state, router=hosted, on_store=on_store)
     except (SourceUnavailable, InUse) as exc:
         raise _die(str(exc)) from exc
-
-
-def _hosted_router(port: int, host: str) -> tuple[Any, Any, Any]:
-    """The router served beside the server: its table from every observation, usage into the store."""
-    from datetime import date
-
-    from reconciler.router import build_table, create_router_app
-    from reconciler.server import HostedApp
-    from reconciler.server.store import Store
-
-    opened: list[Store] = []
-
-    class StoreUsage:
-        """The router meters by date; the store keeps the day as ISO text."""
-
-        def add_usage(self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int) -> None:
-            if opened:
-                opened[0].add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
-
-    app, update_table = create_router_app(usage=StoreUsage())
-
-    def on_state(desired: Any, observed: Any) -> None:
-        update_table(build_table(desired, observed))
-
-    return HostedApp(app, port, host), on_state, opened.append
 
 
 # --- clients of a running server ---------------------------------------------------------

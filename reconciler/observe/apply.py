@@ -50,7 +50,8 @@ def apply_sets(
     Agents in ``resend`` get their set even when it is unchanged: a new leader's epoch must
     reach every agent once.
     """
-    running = {w.name: instances_key(w.instances) for w in observed.workers}
+    # A draining instance has left its agent's set already: it is no drift.
+    running = {w.name: instances_key([i for i in w.instances if i.state != "Draining"]) for w in observed.workers}
     drift = []
     unchanged = []
     for agent in agents:

@@ -60,7 +60,7 @@ def _claimed_bytes(value: object) -> object:
 ClaimBytes = Annotated[int, BeforeValidator(_claimed_bytes), Field(ge=0, le=MAX_BYTES)]
 Count = Annotated[int, Field(ge=0, le=MAX_BYTES)]
 InstanceStatus = Literal[
-    "Pending", "Scheduled", "Downloading", "Starting", "Running", "Error", "Unreachable", "Stopped"
+    "Pending", "Scheduled", "Downloading", "Starting", "Running", "Error", "Unreachable", "Stopped", "Draining"
 ]
 HelperRole = Literal["rpc-server", "ray-head", "ray-worker"]
 WorkerStatus = Literal["Ready", "NotReady", "Unreachable"]
@@ -139,6 +139,7 @@ class InstanceSpec(Observed):
     claim: ResourceClaim = ResourceClaim()
     files: list[ModelFileRef] = []
     restart_on_error: bool = True
+    drain_seconds: int = Field(default=30, ge=0, le=3600)  # not in spec_hash: changing it restarts nothing
     model_hash: str = ""
     spec_hash: str = ""
 

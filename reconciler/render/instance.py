@@ -152,7 +152,7 @@ def render_template(name: str, variables: dict[str, Any]) -> list[str]:
 
 
 def spec_hash(spec: InstanceSpec) -> str:
-    body = spec.model_dump(mode="json", exclude={"claim", "spec_hash"})
+    body = spec.model_dump(mode="json", exclude={"claim", "spec_hash", "drain_seconds"})
     return hashlib.sha256(json.dumps(body, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -273,6 +273,7 @@ def render_main(
             claim=placement.claim,
             files=files,
             restart_on_error=ctx.model.spec.restart_on_error,
+            drain_seconds=ctx.model.spec.drain_seconds,
             model_hash=model_hash,
         )
     )

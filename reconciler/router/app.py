@@ -8,18 +8,21 @@ to every instance (aiohttp measured faster than httpx here: see docs/router.md).
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 import aiohttp
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from reconciler.router.balance import Balancer
+from reconciler.router.membership import Key, Membership, key_of
 from reconciler.router.metrics import RouterMetrics
+from reconciler.router.probe import probe_forever
 from reconciler.router.relay import Relay, StreamBroken
-from reconciler.router.requests import error_body, form_model, json_body, key_name, query_model
+from reconciler.router.requests import TooDeep, error_body, form_model, json_body, key_name, query_model
 from reconciler.router.table import Endpoint, ModelEntry, RoutingTable
 from reconciler.router.types import Receive, Scope, Send
 from reconciler.router.usage import ANONYMOUS, UsageBuffer, UsageRecorder
@@ -44,6 +47,7 @@ DROPPED_REQUEST_HEADERS = frozenset(
 )
 RETRY_STATUSES = frozenset({502, 503})
 JSON = [(b"content-type", b"application/json")]
+MAX_BODY_BYTES = 32 * 1024 * 1024
 
 
 class Refusal(Exception):
@@ -55,7 +59,13 @@ class Refusal(Exception):
 
 
 class Router:
-    """The ASGI app. ``update_table`` may be called from any thread; requests see whole tables."""
+    """The ASGI app. ``update_table`` may be called from any thread; requests see whole tables.
+
+    ``table`` holds only the instances that pass their health checks (``membership``); the
+    table as the server sent it is ``listed``. Each instance has its own connection pool,
+    closed once the instance has left the table and its last request is done, so a draining
+    instance sees its connections go.
+    """
 
     def __init__(
         self,
@@ -65,47 +75,118 @@ class Router:
         connect_timeout_s: float = 5.0,
         cooldown_s: float = 10.0,
         max_inflight_per_instance: int = 256,
+        max_body_bytes: int = MAX_BODY_BYTES,
+        allow_anonymous: bool = False,
+        probe_interval_s: float | None = None,
+        health: Callable[[], dict[str, object]] | None = None,
+        companions: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         metrics: RouterMetrics | None = None,
     ) -> None:
         self.table = RoutingTable()
+        self.listed = RoutingTable()
+        self._listed_keys: frozenset[Key] = frozenset()
+        self.membership = Membership()
         self._seen: RoutingTable | None = None
         self.balancer = Balancer(cooldown_s=cooldown_s)
         self.usage = UsageBuffer(usage)
         self.metrics = metrics or RouterMetrics()
         self.relay = Relay(self.metrics, self.usage)
         self.max_inflight_per_instance = max_inflight_per_instance
+        self.max_body_bytes = max_body_bytes
+        self.allow_anonymous = allow_anonymous
+        self.probe_interval_s = probe_interval_s
+        self.health = health
+        self.companions = companions  # more work to run on the router's loop (the table watch)
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=connect_timeout_s, sock_read=timeout_s)
-        self._client: aiohttp.ClientSession | None = None
-        self._flusher: asyncio.Task[None] | None = None
+        # Per member (id, URL, spec hash: a replacement on the same port is another member):
+        self._pools: dict[Key, aiohttp.ClientSession] = {}  # its connection pool
+        self._open: dict[Key, int] = {}  # its requests in flight
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
 
     def update_table(self, table: RoutingTable) -> None:
-        self.table = table  # one reference swap: atomic; stale balancing state is dropped on the loop
+        """Take the server's table: admit and forget members, drop pools of departed instances.
+
+        Called on the router's loop (the watch, the hosted server's pass) or, in tests, from
+        another thread: the tables swap atomically and pools are closed on the loop."""
+        self.listed = table
+        self._listed_keys = listed = frozenset(key_of(e) for m in table.models.values() for e in m.endpoints)
+        self.membership.offer(table)
+        self.refresh()
+        for key in [k for k in self._pools if k not in listed and not self._open.get(k)]:
+            self._close_pool(key)
+
+    def refresh(self) -> None:
+        """Swap in the table of healthy members (one reference swap: requests see whole tables)."""
+        self.table = self.membership.live(self.listed)
+        for name, entry in self.table.models.items():
+            self.metrics.members.labels(name).set(len(entry.endpoints))
 
     # --- lifecycle ---------------------------------------------------------------------
 
-    def _session(self) -> aiohttp.ClientSession:
-        if self._client is None:
-            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300)
-            self._client = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=False, skip_auto_headers=("User-Agent",)
+    def _pool(self, key: Key) -> aiohttp.ClientSession:
+        pool = self._pools.get(key)
+        if pool is None:
+            # Instances speak plain HTTP: no TLS context is ever built.
+            connector = aiohttp.TCPConnector(limit=0, keepalive_timeout=60, ttl_dns_cache=300, ssl=False)
+            pool = self._pools[key] = aiohttp.ClientSession(
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent",),
+                cookie_jar=aiohttp.DummyCookieJar(),  # an instance's cookies must never reach other clients
             )
-            self._flusher = asyncio.get_running_loop().create_task(self.usage.run())
-        return self._client
+        return pool
+
+    def _close_pool(self, key: Key) -> None:
+        pool = self._pools.pop(key, None)
+        if pool is not None:
+            self._spawn(pool.close())
+
+    def _spawn(self, work: Any) -> None:
+        """Run ``work`` on the router's loop, also when called from another thread."""
+        try:
+            here = asyncio.get_running_loop()
+        except RuntimeError:
+            here = None
+        loop = self._loop or here
+        if loop is None or loop.is_closed():
+            work.close()  # no loop ever ran it: nothing to run it on
+            return
+        if here is not loop:
+            loop.call_soon_threadsafe(self._spawn, work)
+            return
+        task = loop.create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def start(self) -> None:
+        """Start the background work on the running loop: usage flushing, health probes."""
+        if self._started:
+            return
+        self._started = True
+        self._loop = asyncio.get_running_loop()
+        self._spawn(self.usage.run())
+        for companion in self.companions:
+            self._spawn(companion())
+        if self.probe_interval_s:
+            self._spawn(probe_forever(self, self.probe_interval_s))
 
     async def aclose(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
-            await asyncio.gather(self._flusher, return_exceptions=True)
-            self._flusher = None
-        if self._client is not None:
-            await self._client.close()
-            self._client = None
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for pool in self._pools.values():
+            await pool.close()
+        self._pools.clear()
+        self._started = False
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         while True:
             message = await receive()
             if message["type"] == "lifespan.startup":
-                self._session()
+                self.start()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -132,10 +213,11 @@ class Router:
                 await _answer(send, 200, body, [(b"content-type", CONTENT_TYPE_LATEST.encode())])
                 return
             if path == "/healthz":
-                await _answer(send, 200, b'{"status":"ok"}', JSON)
+                health = self.health() if self.health is not None else {"status": "ok"}
+                await _answer(send, 200, json.dumps(health).encode(), JSON)
                 return
             headers = _headers(scope)
-            key = self._authenticate(table, headers)
+            key = self._authenticate(table, headers, scope)
             if path in ("/v1/models", "/v1/models/") and method == "GET":
                 await self._models(table, send)
             elif path in OPENAI_PATHS and method == "POST":
@@ -147,8 +229,16 @@ class Router:
         except Refusal as refusal:
             await _answer(send, refusal.status, error_body(refusal.message, refusal.kind, refusal.code), JSON)
 
-    def _authenticate(self, table: RoutingTable, headers: dict[str, bytes]) -> str:
+    def _authenticate(self, table: RoutingTable, headers: dict[str, bytes], scope: Scope) -> str:
         if not table.api_keys:
+            if not (self.allow_anonymous or _loopback(scope)):
+                raise Refusal(
+                    403,
+                    "this router has no API keys, so it serves loopback clients only "
+                    "(add keys with `reconcile keys new NAME`, or start it with --allow-anonymous)",
+                    "permission_error",
+                    "no_api_keys",
+                )
             return ANONYMOUS
         name = key_name(headers.get("authorization"), table.api_keys)
         if name is None:
@@ -170,7 +260,10 @@ class Router:
         upstream_path: str,
     ) -> None:
         """Forward, and cancel the upstream request if the client goes away first."""
-        body = await _read_body(receive)
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_body_bytes):
+            raise Refusal(413, f"a request body is at most {self.max_body_bytes} bytes", "invalid_request_error")
+        body = await _read_body(receive, self.max_body_bytes)
         if body is None:
             return  # the client left before sending its whole request
         task = asyncio.current_task()
@@ -208,8 +301,11 @@ class Router:
     ) -> None:
         proxied = scope["path"].startswith(PROXY_PREFIX)
         content_type = headers.get("content-type", b"")
-        parsed = json_body(body) if content_type.startswith(b"application/json") or not content_type else None
-        name = _model_name(scope, headers, parsed, content_type, body, proxied)
+        try:
+            parsed = json_body(body) if content_type.startswith(b"application/json") or not content_type else None
+        except TooDeep as exc:
+            raise Refusal(400, str(exc), "invalid_request_error", "invalid_json") from exc
+        name = await _model_name(scope, headers, parsed, content_type, body, proxied)
         if not name:
             raise Refusal(400, "the request names no model", "invalid_request_error", "model_required")
         if not table.knows(name):
@@ -241,8 +337,9 @@ class Router:
             status = 499  # nginx's "client closed request"
             raise
         finally:
-            self.metrics.requests.labels(name, str(status)).inc()
-            self.metrics.latency.labels(name).observe(time.perf_counter() - started)
+            self.usage.count(key, name, status)
+            self.metrics.of(self.metrics.requests, name, str(status)).inc()
+            self.metrics.of(self.metrics.latency, name).observe(time.perf_counter() - started)
 
     async def _attempts(
         self,
@@ -260,7 +357,7 @@ class Router:
     ) -> int:
         """Send to one instance; on a connect error or 502/503 before any byte went out, once more elsewhere."""
         if not any(e.endpoints for e in entries):
-            raise Refusal(503, f"the model {name!r} has no Running instance", "server_error", "model_not_ready")
+            raise Refusal(503, self._unavailable(name, entries), "server_error", "model_not_ready")
         if all(self._full(e) for e in entries if e.endpoints):
             raise Refusal(429, f"the queue of model {name!r} is full", "rate_limit_error", "queue_full")
         session_header = next((e.session_header for e in entries if e.session_header), None)
@@ -277,14 +374,16 @@ class Router:
             entry, endpoint = picked
             tried.add(endpoint.id)
             self.balancer.started(endpoint)
-            self.metrics.decisions.labels(entry.name, endpoint.id).inc()
-            gauge = self.metrics.inflight.labels(endpoint.id)
+            self.metrics.of(self.metrics.decisions, entry.name, endpoint.id).inc()
+            gauge = self.metrics.of(self.metrics.inflight, endpoint.id)
             gauge.inc()
+            member = key_of(endpoint)
+            self._open[member] = self._open.get(member, 0) + 1
             try:
                 payload = body
                 if entry.name != name and parsed:  # a route: the instance knows its model by its own name
                     payload = json.dumps({**parsed, "model": entry.name}).encode()
-                async with self._session().request(
+                async with self._pool(member).request(
                     scope["method"], endpoint.url + url_tail, data=payload, headers=forward
                 ) as response:
                     if response.status in RETRY_STATUSES and attempt == 0:
@@ -317,7 +416,28 @@ class Router:
             finally:
                 self.balancer.finished(endpoint)
                 gauge.dec()
+                self._done(member)
         raise last
+
+    def _done(self, member: Key) -> None:
+        left = self._open.get(member, 1) - 1
+        if left > 0:
+            self._open[member] = left
+            return
+        self._open.pop(member, None)
+        if member not in self._listed_keys:
+            self._close_pool(member)  # it left the table: its last request is done
+
+    def _unavailable(self, name: str, entries: list[ModelEntry]) -> str:
+        """Why no instance can take a request for ``name``: the health of each listed one."""
+        reasons = [
+            self.membership.why_down(listed)
+            for e in entries
+            if (listed := self.listed.models.get(e.name)) is not None and listed.endpoints
+        ]
+        if not any(reasons):
+            return f"the model {name!r} has no Running instance"
+        return f"the model {name!r} has no healthy instance: {'; '.join(r for r in reasons if r)}"
 
     def _full(self, entry: ModelEntry) -> bool:
         busy = sum(self.balancer.inflight.get(e.id, 0) for e in entry.endpoints)
@@ -348,7 +468,17 @@ def _headers(scope: Scope) -> dict[str, bytes]:
     return {k.decode("latin-1"): v for k, v in scope["headers"]}
 
 
-def _model_name(
+def _loopback(scope: Scope) -> bool:
+    client = scope.get("client")
+    if not client:
+        return False  # a Unix socket or an unknown peer: not known to be local
+    try:
+        return ipaddress.ip_address(client[0]).is_loopback
+    except ValueError:
+        return False
+
+
+async def _model_name(
     scope: Scope,
     headers: dict[str, bytes],
     parsed: dict[str, Any] | None,
@@ -361,19 +491,24 @@ def _model_name(
     if parsed is not None and isinstance(parsed.get("model"), str):
         return str(parsed["model"])
     if content_type.startswith(b"multipart/form-data"):
-        found = form_model(content_type, body)
+        found = await form_model(content_type, body)
         if found:
             return found
     return query_model(scope.get("query_string", b""))
 
 
-async def _read_body(receive: Receive) -> bytes | None:
+async def _read_body(receive: Receive, limit: int) -> bytes | None:
     chunks = []
+    size = 0
     while True:
         message = await receive()
         if message["type"] == "http.disconnect":
             return None
-        chunks.append(message.get("body", b""))
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise Refusal(413, f"a request body is at most {limit} bytes", "invalid_request_error")
+        chunks.append(chunk)
         if not message.get("more_body"):
             return b"".join(chunks)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -12,6 +13,7 @@ _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 
 @dataclass
 class RouterMetrics:
     registry: CollectorRegistry = field(default_factory=lambda: CollectorRegistry(auto_describe=True))
+    _children: dict[tuple[int, tuple[str, ...]], Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         r = self.registry
@@ -44,3 +46,25 @@ class RouterMetrics:
             ["model", "instance"],
             registry=r,
         )
+        self.table_version = Gauge(
+            "reconciler_router_table_version", "Version of the routing table last received from a server", registry=r
+        )
+        self.table_stale = Gauge(
+            "reconciler_router_table_stale",
+            "1 while no server confirms the routing table (the router keeps routing on it)",
+            registry=r,
+        )
+        self.members = Gauge(
+            "reconciler_router_healthy_instances",
+            "Instances passing their health checks, by model",
+            ["model"],
+            registry=r,
+        )
+
+    def of(self, metric: Counter | Gauge | Histogram, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: the hot path skips prometheus' lock and lookup."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child

@@ -61,7 +61,7 @@ class Relay:
         remaining = None if events else response.content_length
         async for chunk in response.content.iter_any():
             if first:
-                self.metrics.ttft.labels(model).observe(time.perf_counter() - started)
+                self.metrics.of(self.metrics.ttft, model).observe(time.perf_counter() - started)
                 first = False
             if events:
                 chunk, pending = self._events(pending + chunk, model, key, strip_usage)
@@ -103,6 +103,6 @@ class Relay:
             return False
         prompt, completion = counted
         self.usage.add(key, model, prompt, completion)
-        self.metrics.tokens.labels(model, "prompt").inc(prompt)
-        self.metrics.tokens.labels(model, "completion").inc(completion)
+        self.metrics.of(self.metrics.tokens, model, "prompt").inc(prompt)
+        self.metrics.of(self.metrics.tokens, model, "completion").inc(completion)
         return True

@@ -1,7 +1,8 @@
-"""Reading what a client asked for: the model name, the API key, usage in answers. No I/O."""
+"""Reading what a client asked for: the model name, the API key, usage in answers. No network I/O."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -10,8 +11,13 @@ from collections.abc import Mapping
 from typing import Any
 from urllib.parse import parse_qs
 
-_BOUNDARY = re.compile(rb'boundary="?([^";]+)"?', re.IGNORECASE)
-_FORM_MODEL = re.compile(rb'name="model"\r?\n(?:[^\r\n]+\r?\n)*\r?\n(.*?)\r?\n--', re.DOTALL)
+import aiohttp
+from aiohttp.base_protocol import BaseProtocol
+from aiohttp.http_exceptions import HttpProcessingError
+from multidict import CIMultiDict
+
+FORM_PARTS_MAX = 64  # parts looked at for the model field before giving up
+FORM_MODEL_MAX = 256  # bytes of a model name
 EVENT_END = re.compile(rb"\r\n\r\n|\n\n|\r\r")
 
 
@@ -31,23 +37,50 @@ def key_name(authorization: bytes | None, keys: Mapping[str, str]) -> str | None
     return found
 
 
+class TooDeep(ValueError):
+    """A JSON body nested deeper than the parser's recursion allows."""
+
+
 def json_body(body: bytes) -> dict[str, Any] | None:
+    """The body as a JSON object, or None; raises TooDeep for a body nested past the stack."""
     try:
         parsed = json.loads(body)
     except ValueError:
         return None
+    except RecursionError as exc:
+        raise TooDeep("the JSON body is nested too deeply") from exc
     return parsed if isinstance(parsed, dict) else None
 
 
-def form_model(content_type: bytes, body: bytes) -> str | None:
-    """The ``model`` field of a multipart/form-data body (audio transcriptions)."""
-    boundary = _BOUNDARY.search(content_type)
-    if boundary is None:
-        return None
-    for part in body.split(b"--" + boundary.group(1)):
-        match = _FORM_MODEL.search(part + b"\r\n--")
-        if match is not None:
-            return match.group(1).decode("utf-8", "replace").strip()
+class _Buffered(BaseProtocol):
+    """The protocol of a stream fed from memory: there is no socket to pause."""
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        pass
+
+
+async def form_model(content_type: bytes, body: bytes) -> str | None:
+    """The ``model`` field of a multipart/form-data body (audio transcriptions), read with
+    aiohttp's multipart parser over the (already size-capped) body: linear in its size."""
+    loop = asyncio.get_running_loop()
+    stream = aiohttp.StreamReader(_Buffered(loop), 2**16, loop=loop)
+    stream.feed_data(body)
+    stream.feed_eof()
+    try:
+        reader = aiohttp.MultipartReader(CIMultiDict({"Content-Type": content_type.decode("latin-1")}), stream)
+        for _ in range(FORM_PARTS_MAX):
+            part = await reader.next()
+            if part is None:
+                return None
+            if isinstance(part, aiohttp.BodyPartReader) and part.name == "model":
+                value = await part.read_chunk(FORM_MODEL_MAX)
+                return value.decode("utf-8", "replace").strip() or None
+            await part.release()
+    except (ValueError, AssertionError, RuntimeError, aiohttp.ClientError, HttpProcessingError):
+        return None  # not multipart after all: the request names no model there
     return None
 
 

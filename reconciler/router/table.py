@@ -1,14 +1,16 @@
-"""The routing table: which instances serve which model name, built purely from desired + observed.
+"""The routing table: which instances serve which model name.
 
-The table is immutable; the router swaps a whole new one in after each observation, so a
-request sees one consistent table from start to end.
+Built purely, either from the server's watch document (``table_from_doc``: the router
+process) or from desired + observed (``build_table``: the router hosted by ``serve``).
+The table is immutable; the router swaps a whole new one in, so a request sees one
+consistent table from start to end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from reconciler.observe import ObservedState
 from reconciler.spec import Desired
@@ -22,6 +24,9 @@ class Endpoint:
 
     id: str
     url: str  # http://ip:port, no trailing slash
+    health_path: str = ""  # "" : the port accepting a connection is the health check
+    spec_hash: str = ""
+    ready: bool = True  # its agent reported it Running with this spec (a hint: probes decide)
 
 
 @dataclass(frozen=True)
@@ -74,7 +79,9 @@ def build_table(desired: Desired, observed: ObservedState) -> RoutingTable:
         for instance in worker.instances:
             if instance.state == "Running" and instance.role == "main":
                 url = f"http://{worker.ip}:{instance.port}"
-                endpoints.setdefault(instance.model, []).append(Endpoint(instance.id, url))
+                endpoints.setdefault(instance.model, []).append(
+                    Endpoint(instance.id, url, instance.health_path, instance.spec_hash)
+                )
     models = {
         m.metadata.name: ModelEntry(
             name=m.metadata.name,
@@ -93,4 +100,45 @@ def build_table(desired: Desired, observed: ObservedState) -> RoutingTable:
         for r in desired.routes
     }
     keys = {k.sha256: k.name for k in desired.cluster.spec.router.api_keys}
+    return RoutingTable(models, routes, keys)
+
+
+class DocInvalid(ValueError):
+    """A watch document the router cannot use; it keeps its previous table."""
+
+
+def table_from_doc(doc: Mapping[str, Any]) -> RoutingTable:
+    """The table of a ``GET /api/routing`` document (see reconciler.server.routing); pure."""
+    try:
+        models = {
+            name: ModelEntry(
+                name=name,
+                endpoints=tuple(
+                    sorted(
+                        Endpoint(
+                            str(e["id"]),
+                            str(e["url"]).rstrip("/"),
+                            str(e.get("healthPath") or ""),
+                            str(e.get("specHash") or ""),
+                            bool(e.get("ready", True)),
+                        )
+                        for e in entry["endpoints"]
+                    )
+                ),
+                strategy="prefix-hash" if entry.get("strategy") == "prefix-hash" else "least-request",
+                prefix_chars=int(entry.get("prefixChars", 2048)),
+                session_header=entry.get("sessionHeader"),
+                generic_proxy=bool(entry.get("genericProxy", False)),
+            )
+            for name, entry in doc["models"].items()
+        }
+        routes = {
+            name: RouteEntry(
+                name, tuple((str(m), int(w)) for m, w in route["targets"]), tuple(map(str, route.get("fallback", ())))
+            )
+            for name, route in doc.get("routes", {}).items()
+        }
+        keys = {str(k): str(v) for k, v in doc.get("apiKeys", {}).items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DocInvalid(f"not a routing table: {type(exc).__name__}: {exc}") from exc
     return RoutingTable(models, routes, keys)

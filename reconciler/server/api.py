@@ -14,6 +14,7 @@ from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
 from reconciler.server.loop import Reconciler
+from reconciler.server.routing import routing_api
 from reconciler.source import verify
 
 log = logging.getLogger("reconciler.server")
@@ -35,6 +36,7 @@ def _token_checker(token_sha256: str):  # type: ignore[no-untyped-def]
 def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None) -> FastAPI:
     app = FastAPI(title="reconciler server")
     authorized = [Depends(_token_checker(token_sha256))]
+    app.include_router(routing_api(rec, authorized))
 
     def agent_headers() -> dict[str, str]:
         return {"Authorization": f"Bearer {rec.agent_token}"} if rec.agent_token else {}

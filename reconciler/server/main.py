@@ -13,9 +13,9 @@ import multiprocessing
 import os
 import signal
 import socket
-from collections.abc import Callable, Generator
+from collections.abc import Callable, Generator, Mapping
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from reconciler.server.api import create_app
 from reconciler.server.lease import Identity, Lease
 from reconciler.server.listen import check_free, listener
 from reconciler.server.loop import OnState, Reconciler, Source, warm_up
+from reconciler.server.orphans import die_with_parent
 from reconciler.server.store import Store, default_url, sqlite_path
 from reconciler.source import DirSource
 
@@ -58,6 +59,7 @@ class HostedApp:
     app: Any
     port: int
     host: str = "0.0.0.0"
+    options: Mapping[str, Any] = field(default_factory=dict)  # more uvicorn settings (the router's limits)
 
 
 class _Main(uvicorn.Server):
@@ -144,7 +146,7 @@ async def _serve(
     token_sha256, token_path = read_or_create_token(None, config.data_dir)
     if on_store is not None:
         on_store(store)
-    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    planner = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
     # Started (and the planner's modules imported) now: a follower that takes over plans at once.
     planner.submit(warm_up)
     lease = Lease(store, config.identity(), config.lease_renew)
@@ -161,7 +163,7 @@ async def _serve(
         rec.router_url = f"http://{_client_host(router.host)}:{router.port}"
     app = create_app(rec, token_sha256, config.webhook_secret)
     main = _Main(listener(app, config.host, config.port))
-    guest = _Guest(listener(router.app, router.host, router.port)) if router else None
+    guest = _Guest(uvicorn.Config(router.app, host=router.host, port=router.port, **router.options)) if router else None
     await asyncio.to_thread(lease.step)  # a lone server (or the first of several) leads from its first pass
     leading = [asyncio.create_task(rec.hold_lease(), name="lease"), asyncio.create_task(rec.run(), name="reconcile")]
     tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]

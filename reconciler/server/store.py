@@ -96,6 +96,7 @@ usage = sa.Table(
     sa.Column("prompt_tokens", sa.BigInteger, nullable=False),
     sa.Column("completion_tokens", sa.BigInteger, nullable=False),
     sa.Column("requests", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False, server_default="0"),
 )
 meta = sa.Table(
     "meta",
@@ -349,8 +350,18 @@ class Store:
     # --- router usage ------------------------------------------------------------------
 
     @_translated
-    def add_usage(self, key_name: str, model: str, day: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Count one request of an API key against a model on a day (``YYYY-MM-DD``, UTC)."""
+    def add_usage(
+        self,
+        key_name: str,
+        model: str,
+        day: str,
+        prompt_tokens: int,
+        completion_tokens: int,
+        requests: int = 1,
+        errors: int = 0,
+    ) -> None:
+        """Count requests of an API key against a model on a day (``YYYY-MM-DD``, UTC);
+        ``errors`` of them were answered with an error status."""
         where = (usage.c.api_key_name == key_name) & (usage.c.model == model) & (usage.c.day == day)
         with self.engine.begin() as db:
             updated = db.execute(
@@ -359,7 +370,8 @@ class Store:
                 .values(
                     prompt_tokens=usage.c.prompt_tokens + prompt_tokens,
                     completion_tokens=usage.c.completion_tokens + completion_tokens,
-                    requests=usage.c.requests + 1,
+                    requests=usage.c.requests + requests,
+                    errors=usage.c.errors + errors,
                 )
             )
             if updated.rowcount == 0:
@@ -370,7 +382,8 @@ class Store:
                         day=day,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
-                        requests=1,
+                        requests=requests,
+                        errors=errors,
                     )
                 )
 

@@ -196,6 +196,8 @@ class ModelSpec(Spec):
     distributed_inference: bool | None = None
     restart_on_error: bool = True
     generic_proxy: bool = False
+    # Seconds the requests in flight on a leaving instance may take before it is stopped.
+    drain_seconds: Annotated[int, Field(ge=0, le=3600)] = 30
     extended_kv_cache: ExtendedKVCache | None = Field(default=None, alias="extendedKVCache")
     custom: CustomBackend | None = None
     routing: Routing = Routing()

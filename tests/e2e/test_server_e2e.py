@@ -371,7 +371,7 @@ def test_spec_change_replaces_replicas_one_at_a_time(agent: str, gitops: GitOps)
 
 def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path) -> None:
     data = tmp_path / "up"
-    ports = ["--port", str(free_port()), "--agent-port", str(free_port())]
+    ports = ["--port", str(free_port()), "--agent-port", str(free_port()), "--router-port", str(free_port())]
     env = {**os.environ, "RECONCILER_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
 
     def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -399,7 +399,7 @@ def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path) -> None:
     assert "gemma.yaml:" in error["message"]
     assert json.loads(cli("status", "-o", "json").stdout)["instances"][0]["pid"] == instance["pid"]
 
-    pids = [json.loads((data / "server.json").read_text())["pid"], json.loads((data / "agent.json").read_text())["pid"]]
+    pids = [json.loads((data / f).read_text())["pid"] for f in ("server.json", "agent.json", "router.json")]
     down = cli("down", timeout=120)
     assert down.returncode == 0, down.stderr
     for pid in [*pids, instance["pid"]]:

@@ -65,8 +65,8 @@ def test_table_from_desired_and_observed(write):
     table = build_table(desired, observed)
     chat = table.models["chat"]
     assert chat.endpoints == (
-        Endpoint("chat-40000", "http://10.0.0.1:40000"),
-        Endpoint("chat-40000", "http://10.0.0.2:40000"),
+        Endpoint("chat-40000", "http://10.0.0.1:40000", "/v1/models"),
+        Endpoint("chat-40000", "http://10.0.0.2:40000", "/v1/models"),
     )
     assert (chat.strategy, chat.prefix_chars, chat.session_header, chat.generic_proxy) == (
         "prefix-hash",

@@ -163,3 +163,20 @@ def serve(app: Any, **options: Any) -> Iterator[str]:
         server.should_exit = True
         thread.join(10)
         sock.close()
+
+
+def main() -> None:
+    """Run one upstream as its own process: ``python tests/router/upstream.py --port P [--name N]``
+    (a ``custom`` Model's command in e2e tests and benches)."""
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--name", default="upstream")
+    args = parser.parse_args()
+    uvicorn.run(FakeUpstream(args.name), host=args.host, port=args.port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -57,6 +57,7 @@ def test_usage_accumulates_per_key_model_day(tmp_path: Path) -> None:
             "prompt_tokens": 11,
             "completion_tokens": 7,
             "requests": 2,
+            "errors": 0,
         }
     ]
     assert len(store.usage()) == 3
