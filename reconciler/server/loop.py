@@ -26,6 +26,7 @@ from reconciler.errors import SourceUnavailable, SpecInvalid
 from reconciler.estimate import gather_cached
 from reconciler.observe import InstanceSpec, ObservedState, observe_agents, probe_health, put_instances
 from reconciler.plan import Facts, Plan, plan
+from reconciler.server.memory import OverClaimWatch
 from reconciler.server.metrics import Metrics
 from reconciler.server.rollout import Rollout, pace, surge, widen
 from reconciler.server.status import build_status
@@ -119,6 +120,7 @@ class Reconciler:
         self.planner = planner
         self.clock = time.time
         self.metrics = Metrics()
+        self.over_claim = OverClaimWatch(self.metrics.registry)
         self.book = WorkerBook()
         self.wake = asyncio.Event()
         self.force_fetch = False
@@ -336,6 +338,8 @@ class Reconciler:
         for name, old, new in self.book.update(observed.workers, healthy, self.clock()):
             self._event("Normal" if new == "Ready" else "Warning", new, f"worker/{name}", f"{old} -> {new}")
         self.observed = observed
+        for instance_id, why in self.over_claim.update(observed):
+            self._event("Warning", "OverClaim", f"instance/{instance_id}", why)
         restarts = {i.id: i.restarts for w in observed.workers for i in w.instances}
         self.store.set_restarts(restarts)
         view = self.book.view(self.clock())

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from reconciler.server.memory import measured_of
+
 if TYPE_CHECKING:
     from reconciler.server.loop import Reconciler
 
@@ -36,8 +38,7 @@ def build_status(rec: Reconciler) -> dict[str, Any]:
                     "port": i.port,
                     "url": f"http://{worker.ip}:{i.port}",
                     "claim": {"ram": i.claim.ram, "vram": {str(k): v for k, v in sorted(i.claim.vram.items())}},
-                    # Filled in once the agents report measured memory (RSS / VRAM per process).
-                    "measured": None,
+                    "measured": measured_of(i),
                 }
             )
     models = []
