@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The quickstart (reconcile up): a git repo, the server and a local agent serving Gemma 3 270M on CPU.
+# The quickstart (reconcile up): a git repo, the server and a local agent serving SmolLM2 (route chat)
+# and Gemma 3 270M on CPU.
 run: install
 	scripts/install-llama-cpp
 	scripts/fetch-gemma
+	scripts/fetch-smollm2
 	scripts/quickstart
 
 # Stop the quickstart (reconcile down): server, instances, agent.

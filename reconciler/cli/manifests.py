@@ -101,27 +101,47 @@ def plan_command(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 0 without changes, 2 with changes, 1 on error.")
     ] = False,
-    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the agent token (with --server: the server's).")
+    ] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Plan against a live cluster: its server's observed state and assignments."),
+    ] = None,
 ) -> None:
     """Show what apply would change: + create, ~ replace, - delete, each with its reason.
 
-    Without --observed the agents listed in the Cluster manifest are asked for their state
-    (token from --token-file or RECONCILER_TOKEN).
+    With --server URL the plan starts from what that cluster runs now (token from --token-file
+    or RECONCILER_SERVER_TOKEN; a read-only token is enough). Without --observed or --server
+    the agents listed in the Cluster manifest are asked (token from --token-file or RECONCILER_TOKEN).
     """
+    from reconciler.cli.remote import ServerUnusable, observed_of_server
     from reconciler.errors import SpecInvalid
     from reconciler.observe import load_snapshot, observe_agents
     from reconciler.plan import plan, to_json, to_markdown, to_text
     from reconciler.spec import load_desired
 
+    if server and observed:
+        typer.echo("give --observed or --server, not both", err=True)
+        raise typer.Exit(1)
+    assigned: dict[str, str] = {}
     try:
         desired = load_desired(path)
-        state = (
-            load_snapshot(observed) if observed else observe_agents(desired.cluster.spec.agents, read_token(token_file))
-        )
+        if server:
+            state, assigned = observed_of_server(server, token_file)
+        else:
+            state = (
+                load_snapshot(observed)
+                if observed
+                else observe_agents(desired.cluster.spec.agents, read_token(token_file))
+            )
         facts = collect_facts(desired, state, catalog or [])
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    result = plan(desired, state, {}, facts)
+    except ServerUnusable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    result = plan(desired, state, assigned, facts)
     render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
     typer.echo(render(result), nl=False)
     raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)
