@@ -89,7 +89,7 @@ class GitOps:
         git(self.work, "push", "-q", "origin", "main")
         return git(self.work, "rev-parse", "HEAD")
 
-    def start(self, worker_poll: float = 0.5) -> None:
+    def start(self, worker_poll: float = 0.5, *extra: str) -> None:
         with (self.root / "server.log").open("ab") as log:
             self.server = subprocess.Popen(
                 [
@@ -108,6 +108,7 @@ class GitOps:
                     str(self.root / "secret"),
                     "--worker-poll",
                     str(worker_poll),
+                    *extra,
                 ],
                 env={**os.environ, "RECONCILER_TOKEN": AGENT_TOKEN, "PYTHONUNBUFFERED": "1"},
                 stdout=log,
