@@ -28,6 +28,7 @@ stop:
 
 test: install
 	scripts/install-llama-cpp
+	scripts/install-chromium
 	scripts/check
 
 check: test
