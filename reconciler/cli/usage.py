@@ -13,8 +13,7 @@ import typer
 from reconciler.cli import app
 from reconciler.cli.server import DataDir, ServerUrl, TokenFile, die, request_json, target_of, when
 
-COLUMNS = {"requests": "requests", "promptTokens": "prompt tokens", "completionTokens": "completion tokens"}
-COLUMNS |= {"errors": "errors"}
+COLUMNS = {"requests": "requests", "promptTokens": "prompt", "completionTokens": "completion", "errors": "errors"}
 
 
 class UsageGroup(StrEnum):
@@ -44,15 +43,19 @@ def _print_text(rows: list[dict[str, Any]], groups: list[str]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*groups, *COLUMNS.values(), box=None)
-    for column in COLUMNS.values():
-        table.columns[len(groups) + list(COLUMNS.values()).index(column)].justify = "right"
+    if not rows:
+        typer.echo("no usage recorded in that range")
+        return
+    table = Table(box=None)
+    for group in groups:
+        table.add_column(group, no_wrap=True)
+    for label in COLUMNS.values():
+        table.add_column(label, justify="right", no_wrap=True)
     for row in rows:
         table.add_row(*(str(row[g]) for g in groups), *(f"{row[c]:,}" for c in COLUMNS))
-    if rows:
-        totals = [f"{sum(r[c] for r in rows):,}" for c in COLUMNS]
-        table.add_row(*(["total"] + [""] * (len(groups) - 1) if groups else []), *totals)
-    Console().print(table if rows else "no usage recorded in that range")
+    totals = [f"{sum(r[c] for r in rows):,}" for c in COLUMNS]
+    table.add_row(*(["total"] + [""] * (len(groups) - 1) if groups else []), *totals)
+    Console(width=200).print(table)
 
 
 @app.command("usage")
