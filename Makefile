@@ -37,10 +37,12 @@ check: test
 bench: install
 	scripts/install-llama-cpp
 	scripts/fetch-gemma
+	scripts/fetch-smollm2
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/gemma_estimate.py
 	$(BIN)/python bench/hostile_input.py
 	$(BIN)/python bench/converge.py
+	$(BIN)/python bench/quickstart.py
 
 schemas: install
 	$(BIN)/reconcile schemas --out schemas

@@ -34,15 +34,6 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
     app.add_middleware(Guard, book=book)
     mount_page(app, rec, book)
 
-    def agent_headers() -> dict[str, str]:
-        return {"Authorization": f"Bearer {rec.agent_token}"} if rec.agent_token else {}
-
-    def agent_url(worker: str) -> str:
-        record = rec.book.records.get(worker)
-        if record is None:
-            raise HTTPException(404, f"no worker {worker}")
-        return record.url.rstrip("/")
-
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
@@ -68,6 +59,30 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
         rec.trigger()
         return {"status": "sync triggered", "forge": forge}
 
+    @app.post("/api/sync")
+    async def sync() -> dict[str, str]:
+        rec.trigger()
+        return {"status": "sync triggered"}
+
+    @app.get("/api/status")
+    async def status() -> dict[str, Any]:
+        return rec.status()
+
+    @app.get("/api/history")
+    async def history(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(rec.store.history, limit)
+
+    @app.get("/api/events")
+    async def events(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(rec.store.events, limit)
+
+    _mount_reads(app, rec)
+    _mount_tokens(app, book)
+    _mount_agent_relays(app, rec)
+    return app
+
+
+def _mount_reads(app: FastAPI, rec: Reconciler) -> None:
     @app.get("/api/observed")
     async def observed() -> dict[str, Any]:
         """What the planner sees now: the workers (a snapshot) and the instance assignments."""
@@ -90,6 +105,8 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
         groups = tuple(g for g in GROUPS if g in (by or GROUPS))
         return await asyncio.to_thread(query_usage, rec.store.engine, groups, first, last)
 
+
+def _mount_tokens(app: FastAPI, book: TokenBook) -> None:
     @app.get("/api/tokens")
     async def tokens() -> list[dict[str, Any]]:
         return await asyncio.to_thread(book.list)
@@ -108,22 +125,18 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
             raise HTTPException(404, f"no token named {name}")
         return {"deleted": name}
 
-    @app.post("/api/sync")
-    async def sync() -> dict[str, str]:
-        rec.trigger()
-        return {"status": "sync triggered"}
 
-    @app.get("/api/status")
-    async def status() -> dict[str, Any]:
-        return rec.status()
+def _mount_agent_relays(app: FastAPI, rec: Reconciler) -> None:
+    """Routes answered by asking the agents: logs and model files."""
 
-    @app.get("/api/history")
-    async def history(limit: Annotated[int, Query(ge=1, le=1000)] = 50) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(rec.store.history, limit)
+    def agent_headers() -> dict[str, str]:
+        return {"Authorization": f"Bearer {rec.agent_token}"} if rec.agent_token else {}
 
-    @app.get("/api/events")
-    async def events(limit: Annotated[int, Query(ge=1, le=10_000)] = 100) -> list[dict[str, Any]]:
-        return await asyncio.to_thread(rec.store.events, limit)
+    def agent_url(worker: str) -> str:
+        record = rec.book.records.get(worker)
+        if record is None:
+            raise HTTPException(404, f"no worker {worker}")
+        return record.url.rstrip("/")
 
     @app.get("/api/instances/{instance_id}/logs", response_model=None)
     async def logs(
@@ -191,5 +204,3 @@ def create_app(rec: Reconciler, token_sha256: str, webhook_secret: bytes | None)
         if not deleted:
             raise HTTPException(404, f"no file {identifier} on any Ready worker")
         return {"deleted": deleted}
-
-    return app
