@@ -27,7 +27,8 @@ DataDir = Annotated[
     typer.Option(
         "--data-dir",
         envvar="RECONCILER_DATA_DIR",
-        help="State of the server (and of `up`'s agent and repo) [default: ~/.local/share/reconciler].",
+        help="State of the server (and of `up`'s agent and repo). Default: for client commands the cluster "
+        "`up` last started, else ~/.local/share/reconciler.",
     ),
 ]
 
@@ -153,7 +154,7 @@ ServerUrl = Annotated[
 TokenFile = Annotated[
     Path | None,
     typer.Option(
-        "--token-file", help="With --server: its token or a read-only one [default: $RECONCILER_SERVER_TOKEN]."
+        "--token-file", help="With --server: its token or a read-only one (default: $RECONCILER_SERVER_TOKEN)."
     ),
 ]
 

@@ -63,7 +63,7 @@ def usage_command(
     since: Annotated[str | None, typer.Option("--since", help="First UTC day, YYYY-MM-DD (inclusive).")] = None,
     until: Annotated[str | None, typer.Option("--until", help="Last UTC day, YYYY-MM-DD (inclusive).")] = None,
     by: Annotated[
-        list[UsageGroup] | None, typer.Option("--by", help="key, model and/or day (repeatable) [default: all].")
+        list[UsageGroup] | None, typer.Option("--by", help="key, model and/or day (repeatable; default: all three).")
     ] = None,
     output: Annotated[UsageOutput, typer.Option("--output", "-o", help="text, json or csv.")] = UsageOutput.text,
     data_dir: DataDir = None,
