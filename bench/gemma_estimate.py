@@ -44,7 +44,7 @@ def main() -> None:
     with httpx.Client() as client:
         found, failed = gather(desired.models, observed, {}, client, "http://127.0.0.1:9")
     result = plan(desired, observed, {}, Facts(found, failed))
-    [action] = result.actions
+    action = next(a for a in result.actions if a.instance.model == "gemma-3-270m")  # the quickstart has SmolLM2 too
     port = free_port()
     argv = [sys.executable if token == "python3" else token for token in action.instance.argv]
     argv[argv.index("--port") + 1] = str(port)
