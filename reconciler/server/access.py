@@ -72,7 +72,7 @@ class TokenBook:
             raise ValueError(f"a token named {name} exists; delete it first") from exc
         return token
 
-    def list(self) -> list[dict[str, Any]]:
+    def entries(self) -> list[dict[str, Any]]:
         with self.engine.connect() as db:
             rows = db.execute(api_tokens.select().order_by(api_tokens.c.name)).mappings().all()
         return [{"name": r["name"], "kind": r["kind"], "createdAt": r["created_at"]} for r in rows]

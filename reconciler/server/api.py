@@ -109,7 +109,7 @@ def _mount_reads(app: FastAPI, rec: Reconciler) -> None:
 def _mount_tokens(app: FastAPI, book: TokenBook) -> None:
     @app.get("/api/tokens")
     async def tokens() -> list[dict[str, Any]]:
-        return await asyncio.to_thread(book.list)
+        return await asyncio.to_thread(book.entries)
 
     @app.post("/api/tokens/{name}")
     async def create_token(name: Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,62}$")]) -> dict[str, str]:
