@@ -127,9 +127,15 @@ def serve_command(
             """The router meters by date; the store keeps the day as ISO text."""
 
             def add_usage(
-                self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int
+                self,
+                key_name: str,
+                model: str,
+                day: date,
+                prompt_tokens: int,
+                completion_tokens: int,
+                requests: int = 1,
             ) -> None:
-                store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens)
+                store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens, requests)
 
         app, update_table = create_router_app(usage=StoreUsage())
         hosted = HostedApp(app, router_port, router_host)

@@ -17,7 +17,9 @@ ANONYMOUS = "-"  # the key name recorded when the router runs without keys
 
 
 class UsageRecorder(Protocol):
-    def add_usage(self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int) -> None: ...
+    def add_usage(
+        self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int, requests: int = 1
+    ) -> None: ...
 
 
 class MemoryUsage:
@@ -26,11 +28,15 @@ class MemoryUsage:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self.totals: dict[tuple[str, str, date], tuple[int, int]] = {}
+        self.requests: dict[tuple[str, str, date], int] = {}
 
-    def add_usage(self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int) -> None:
+    def add_usage(
+        self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int, requests: int = 1
+    ) -> None:
         with self._lock:
             prompt, completion = self.totals.get((key_name, model, day), (0, 0))
             self.totals[(key_name, model, day)] = (prompt + prompt_tokens, completion + completion_tokens)
+            self.requests[(key_name, model, day)] = self.requests.get((key_name, model, day), 0) + requests
 
 
 class UsageBuffer:
@@ -38,7 +44,8 @@ class UsageBuffer:
 
     def __init__(self, recorder: UsageRecorder | None) -> None:
         self.recorder = recorder
-        self._pending: defaultdict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0, 0])
+        # prompt tokens, completion tokens, requests: a flush sums several requests in one call
+        self._pending: defaultdict[tuple[str, str, date], list[int]] = defaultdict(lambda: [0, 0, 0])
 
     def add(self, key_name: str, model: str, prompt_tokens: int, completion_tokens: int) -> None:
         if self.recorder is None:
@@ -46,17 +53,18 @@ class UsageBuffer:
         sums = self._pending[(key_name, model, datetime.now(UTC).date())]
         sums[0] += prompt_tokens
         sums[1] += completion_tokens
+        sums[2] += 1
 
     async def flush(self) -> None:
         if self.recorder is None or not self._pending:
             return
-        batch, self._pending = self._pending, defaultdict(lambda: [0, 0])
+        batch, self._pending = self._pending, defaultdict(lambda: [0, 0, 0])
         await asyncio.to_thread(self._write, batch)
 
     def _write(self, batch: dict[tuple[str, str, date], list[int]]) -> None:
         assert self.recorder is not None
-        for (key, model, day), (prompt, completion) in batch.items():
-            self.recorder.add_usage(key, model, day, prompt, completion)
+        for (key, model, day), (prompt, completion, requests) in batch.items():
+            self.recorder.add_usage(key, model, day, prompt, completion, requests)
 
     async def run(self) -> None:
         """Flush every interval until cancelled; the last sums are flushed on the way out."""

@@ -237,8 +237,10 @@ class Store:
 
     # --- router usage ------------------------------------------------------------------
 
-    def add_usage(self, key_name: str, model: str, day: str, prompt_tokens: int, completion_tokens: int) -> None:
-        """Count one request of an API key against a model on a day (``YYYY-MM-DD``, UTC)."""
+    def add_usage(
+        self, key_name: str, model: str, day: str, prompt_tokens: int, completion_tokens: int, requests: int = 1
+    ) -> None:
+        """Count ``requests`` requests of an API key against a model on a day (``YYYY-MM-DD``, UTC)."""
         where = (usage.c.api_key_name == key_name) & (usage.c.model == model) & (usage.c.day == day)
         with self.engine.begin() as db:
             updated = db.execute(
@@ -247,7 +249,7 @@ class Store:
                 .values(
                     prompt_tokens=usage.c.prompt_tokens + prompt_tokens,
                     completion_tokens=usage.c.completion_tokens + completion_tokens,
-                    requests=usage.c.requests + 1,
+                    requests=usage.c.requests + requests,
                 )
             )
             if updated.rowcount == 0:
@@ -258,7 +260,7 @@ class Store:
                         day=day,
                         prompt_tokens=prompt_tokens,
                         completion_tokens=completion_tokens,
-                        requests=1,
+                        requests=requests,
                     )
                 )
 
