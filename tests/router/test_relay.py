@@ -40,7 +40,7 @@ def test_any_chunking_gives_the_same_events(cuts, strip):
     pieces = [STREAM[a:b] for a, b in itertools.pairwise(bounds)]
     out, buffer = relay_all(pieces, strip)
     assert out == (STREAM.replace(USAGE, b"") if strip else STREAM)
-    assert [list(v) for v in buffer._pending.values()] == [[7, 3]]
+    assert [list(v) for v in buffer._pending.values()] == [[7, 3, 1]]  # prompt, completion, requests
 
 
 def test_lf_only_events_split_too():
