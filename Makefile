@@ -29,6 +29,7 @@ stop:
 test: install
 	scripts/install-llama-cpp
 	scripts/install-chromium
+	scripts/fetch-smollm2
 	scripts/check
 
 check: test
