@@ -14,10 +14,12 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-# The quickstart (reconcile up): a git repo, the server and a local agent serving Gemma 3 270M on CPU.
+# The quickstart (reconcile up): a git repo, the server and a local agent serving SmolLM2 (route chat)
+# and Gemma 3 270M on CPU.
 run: install
 	scripts/install-llama-cpp
 	scripts/fetch-gemma
+	scripts/fetch-smollm2
 	scripts/quickstart
 
 # Stop the quickstart (reconcile down): server, instances, agent.
@@ -27,6 +29,8 @@ stop:
 test: install
 	scripts/install-llama-cpp
 	scripts/install-postgres
+	scripts/install-chromium
+	scripts/fetch-smollm2
 	scripts/check
 
 check: test
@@ -35,11 +39,13 @@ check: test
 bench: install
 	scripts/install-llama-cpp
 	scripts/fetch-gemma
+	scripts/fetch-smollm2
 	$(BIN)/python bench/plan_scale.py
 	$(BIN)/python bench/gemma_estimate.py
 	$(BIN)/python bench/hostile_input.py
 	$(BIN)/python bench/converge.py
 	$(BIN)/python bench/idle.py
+	$(BIN)/python bench/quickstart.py
 	scripts/install-postgres
 	$(BIN)/python bench/failover.py
 

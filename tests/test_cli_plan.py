@@ -35,7 +35,7 @@ def test_detailed_exitcode():
 
 def test_json_and_markdown():
     result = runner.invoke(app, ["plan", QUICKSTART, "--observed", CPU, "--output", "json"])
-    assert json.loads(result.stdout)["summary"]["create"] == 1
+    assert json.loads(result.stdout)["summary"]["create"] == 2
     result = runner.invoke(app, ["plan", QUICKSTART, "--observed", CPU, "--output", "markdown"])
     assert result.stdout.startswith("### reconcile plan")
 

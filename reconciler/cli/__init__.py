@@ -53,6 +53,6 @@ def run() -> None:
 
 
 # Registering the commands; each module defers its heavy imports to the command body.
-from reconciler.cli import cluster, local, manifests, router, server  # noqa: E402
+from reconciler.cli import cluster, local, manifests, router, server, usage  # noqa: E402
 
-__all__ = ["app", "cluster", "local", "manifests", "router", "run", "server"]
+__all__ = ["app", "cluster", "local", "manifests", "router", "run", "server", "usage"]

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -24,10 +24,14 @@ from typing import Annotated, Any
 import typer
 
 from reconciler.cli import app
+from reconciler.cli.context import remember
+from reconciler.cli.remote import local_data_dir
 from reconciler.cli.server import DataDir, data_dir_of
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "quickstart"
 GEMMA = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
+SMOLLM2 = Path("/tmp/reconciler/models/smollm2-135m-instruct-q4_1.gguf")
+CHAT_ROUTE = "chat"  # examples/quickstart/route.yaml: what clients ask for
 
 
 def _alive(pid: int | None) -> bool:
@@ -93,14 +97,17 @@ def seed_repo(repo: Path, agent_url: str) -> None:
     for file in sorted(EXAMPLE.glob("*.yaml")):
         text = file.read_text(encoding="utf-8").replace("../../schemas/", "")
         text = text.replace("http://127.0.0.1:10150", agent_url)
-        text = re.sub(r"localPath: \S+", f"localPath: {_gemma_path()}", text)
+        if str(GEMMA) in text:
+            text = text.replace(str(GEMMA), str(_gemma_path()))
+        if str(SMOLLM2) in text and not SMOLLM2.exists():
+            raise typer.Exit(_say(f"{SMOLLM2} is missing; run scripts/fetch-smollm2"))
         (repo / file.name).write_text(text, encoding="utf-8")
     cluster = repo / "cluster.yaml"
     # A local repo is cheap to poll: a plain `git commit` shows within seconds.
     cluster.write_text(cluster.read_text(encoding="utf-8") + "  sync:\n    interval: 3s\n", encoding="utf-8")
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
-    _git(repo, "commit", "-q", "-m", "Quickstart: Gemma 3 270M on this machine")
+    _git(repo, "commit", "-q", "-m", "Quickstart: SmolLM2 135M Instruct behind the chat route, and Gemma 3 270M")
 
 
 def _spawn(argv: list[str], log: Path) -> int:
@@ -169,9 +176,10 @@ def up_command(
     ] = 10170,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds to wait for the model to answer.")] = 900.0,
 ) -> None:
-    """Start everything locally (a git repo, one agent, the server, a router) and wait until Gemma answers.
+    """Start everything locally (a git repo, one agent, the server, a router) and wait until the chat route answers.
 
-    Safe to run again: what already runs is found and left alone.
+    Safe to run again: what already runs is found and left alone. The cluster becomes the
+    current one: client commands in any shell use it without --data-dir.
     """
     from reconciler.agent import read_or_create_token
     from reconciler.server import server_file
@@ -237,6 +245,10 @@ def up_command(
         server_url = str(server_info["url"])
         typer.echo(f"the server already runs (pid {server_info['pid']}) on {server_url}")
     _ensure_router(data, python, server_url, token_path, router_port)
+    try:  # before waiting, so `reconcile status` works while the models start
+        remember(data)
+    except OSError as exc:
+        typer.echo(f"cannot record {data} as the current cluster ({exc.strerror}); pass --data-dir", err=True)
     instance = _wait_until_serving(data, timeout)
     _next_steps(data, instance)
 
@@ -308,8 +320,8 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
                 progress.stop()
                 raise typer.Exit(_say(f"{status['error']['reason']}: {status['error']['message']}"))
             mains = [i for i in (status or {}).get("instances", []) if i["role"] == "main"]
-            if mains:
-                instance = mains[0]
+            if mains:  # the one still starting, if any
+                instance = next((i for i in mains if i["state"] != "Running"), mains[0])
                 fraction = instance.get("progress") if instance["state"] == "Downloading" else None
                 progress.update(
                     task,
@@ -317,7 +329,8 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
                     description=f"{instance['id']}: {instance['state']} {instance['reason'][:60]}".strip(),
                 )
                 base = (status or {}).get("routerUrl") or instance["url"]
-                if instance["state"] == "Running" and _answers(str(base), instance["model"]):
+                asked = CHAT_ROUTE if (status or {}).get("routerUrl") else instance["model"]
+                if all(i["state"] == "Running" for i in mains) and _answers(str(base), asked):
                     progress.update(task, completed=4, description=f"{instance['id']} answers")
                     return dict(instance)
             elif status is not None:
@@ -326,33 +339,55 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
     raise typer.Exit(_say(f"no model answered within {timeout:.0f}s; see `reconcile status` and {data}/*.log"))
 
 
+def command_name() -> str:
+    """How to type `reconcile` in a new shell: its name when the PATH finds this one, else its path."""
+    mine = Path(sys.executable).parent / "reconcile"
+    found = shutil.which("reconcile")
+    if found and mine.exists() and Path(found).resolve() == mine.resolve():
+        return "reconcile"
+    return str(mine) if mine.exists() else f"{sys.executable} -m reconciler.cli"
+
+
 def _next_steps(data: Path, instance: dict[str, Any]) -> None:
     status = _status(data) or {}
-    base = status.get("routerUrl") or instance["url"]
-    where = "the router" if status.get("routerUrl") else "the instance directly (no router yet)"
-    flag = f" --data-dir {data}" if os.environ.get("RECONCILER_DATA_DIR") != str(data) else ""
+    router = status.get("routerUrl")
+    base = router or instance["url"]
+    model = CHAT_ROUTE if router else instance["model"]
+    where = "the router" if router else "the instance directly (no router yet)"
+    prog = command_name()
     typer.echo(
         f"""
-{instance["model"]} is Running on {instance["worker"]} (pid {instance["pid"]}); it answers at {base}/v1 ({where}).
+The "{model}" model answers at {base}/v1 ({where}).
 
 Try it:
   curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\
-    -d '{{"model": "{instance["model"]}", "messages": [{{"role": "user", "content": "Hello"}}]}}'
+    -d '{{"model": "{model}", "temperature": 0,
+         "messages": [{{"role": "user", "content": "Name the capital of France."}}]}}'
   python -c "from openai import OpenAI; c = OpenAI(base_url='{base}/v1', api_key='none'); \\
-print(c.chat.completions.create(model='{instance["model"]}', messages=[{{'role': 'user', 'content': 'Hi'}}]))"
+print(c.chat.completions.create(model='{model}', temperature=0, \\
+messages=[{{'role': 'user', 'content': 'Name the capital of France.'}}]).choices[0].message.content)"
 
 Change the cluster: edit {data / "repo"}/*.yaml, then `git -C {data / "repo"} commit -am "..."`;
 the server applies each commit within seconds (an invalid one is refused with file:line errors).
 
-  reconcile status{flag}        models, instances, workers, the revision, the last error
-  reconcile logs {instance["id"]}{flag} -f
-  reconcile down{flag}          stop everything"""
+  {prog} status          models, instances, workers, the revision, the last error
+  {prog} logs {instance["id"]} -f
+  {prog} usage           requests and tokens per API key, model and day
+  {prog} down            stop everything
+  status page            {_page_url(data)} (sign in with the token in {data / "token"})"""
     )
+
+
+def _page_url(data: Path) -> str:
+    from reconciler.server import server_file
+
+    return str(_read_json(server_file(data)).get("url", "")) + "/"
 
 
 @app.command("down")
 def down_command(data_dir: DataDir = None) -> None:
-    """Stop what `reconcile up` started: the router, the server, every instance, the agent.
+    """Stop what `reconcile up` started: the router, the server, every instance, the agent
+    (the current cluster by default).
 
     A recorded pid is signalled only while it is still the process `up` started (same command
     line and start time); a stale record is removed and nothing is killed for it.
@@ -361,7 +396,7 @@ def down_command(data_dir: DataDir = None) -> None:
 
     from reconciler.server import server_file
 
-    data = data_dir_of(data_dir)
+    data = local_data_dir(data_dir)
     # The router first: it holds pooled connections to the instances, which would keep them draining.
     router_pid = ours(_read_json(data / "router.json"), "router")
     if router_pid is not None:

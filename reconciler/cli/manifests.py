@@ -113,33 +113,52 @@ def plan_command(
     detailed_exitcode: Annotated[
         bool, typer.Option("--detailed-exitcode", help="Exit 0 without changes, 2 with changes, 1 on error.")
     ] = False,
-    token_file: Annotated[Path | None, typer.Option("--token-file", help="File holding the agent token.")] = None,
+    token_file: Annotated[
+        Path | None, typer.Option("--token-file", help="File holding the agent token (with --server: the server's).")
+    ] = None,
     agent: Annotated[list[str] | None, typer.Option("--agent", help=AGENT_HELP)] = None,
+    server: Annotated[
+        str | None,
+        typer.Option("--server", help="Plan against a live cluster: its server's observed state and assignments."),
+    ] = None,
 ) -> None:
     """Show the next step, as apply and the server take it: + create, ~ replace, - delete, each with its reason.
 
     A rollout is paced (spec.maxSurge, spec.maxUnavailable): the plan shows its next step
     and a line for the whole rollout ("Rollout web: step 1 of 3: surge 1 new, keep 2 old").
-    Without --observed the agents listed in the Cluster manifest are asked for their state;
-    the token (--token-file or RECONCILER_TOKEN) goes only to agent URLs that --agent or
+    With --server URL the plan starts from what that cluster runs now (token from --token-file
+    or RECONCILER_SERVER_TOKEN; a read-only token is enough). Without --observed or --server
+    the agents listed in the Cluster manifest are asked for their state; the token
+    (--token-file or RECONCILER_TOKEN) goes only to agent URLs that --agent or
     RECONCILER_AGENTS names too. Every request has a 10 s deadline.
     """
+    from reconciler.cli.remote import ServerUnusable, observed_of_server
     from reconciler.errors import SpecInvalid
     from reconciler.observe import load_snapshot
     from reconciler.plan import step, to_json, to_markdown, to_text
     from reconciler.spec import load_desired
 
+    if server and observed:
+        typer.echo("give --observed or --server, not both", err=True)
+        raise typer.Exit(1)
+    assigned: dict[str, str] = {}
     try:
         desired = load_desired(path)
-        state = (
-            load_snapshot(observed)
-            if observed
-            else observe_named(desired.cluster.spec.agents, read_token(token_file), agent or [])
-        )
+        if server:
+            state, assigned = observed_of_server(server, token_file)
+        else:
+            state = (
+                load_snapshot(observed)
+                if observed
+                else observe_named(desired.cluster.spec.agents, read_token(token_file), agent or [])
+            )
         facts = collect_facts(desired, state, catalog or [])
     except SpecInvalid as exc:
         raise fail(exc) from exc
-    result = step(desired, state, {}, facts)
+    except ServerUnusable as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from exc
+    result = step(desired, state, assigned, facts)
     render = {PlanOutput.text: to_text, PlanOutput.json: to_json, PlanOutput.markdown: to_markdown}[output]
     typer.echo(render(result), nl=False)
     raise typer.Exit(2 if detailed_exitcode and result.has_changes else 0)

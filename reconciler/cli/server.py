@@ -1,7 +1,10 @@
-"""Commands of the GitOps server: serve, up, down, and the clients status, logs, files, history, events.
+"""Commands of the GitOps server: serve, and the clients status, logs, files, history, events,
+usage and token.
 
-Client commands find the local server in ``<data-dir>/server.json`` (its URL) and
-``<data-dir>/token`` (0600), both written when it starts.
+Client commands reach ``--server URL`` (token from ``--token-file`` or
+``RECONCILER_SERVER_TOKEN``), else the local server of ``--data-dir`` (its
+``<data-dir>/server.json`` and ``<data-dir>/token``), else the current cluster that
+``reconcile up`` recorded (see ``reconciler.cli.context``).
 """
 
 from __future__ import annotations
@@ -17,14 +20,15 @@ import typer
 from reconciler.cli import app
 
 if TYPE_CHECKING:
-    import httpx
+    from reconciler.cli.remote import Target
 
 DataDir = Annotated[
     Path | None,
     typer.Option(
         "--data-dir",
         envvar="RECONCILER_DATA_DIR",
-        help="State of the server (and of `up`'s agent and repo) [default: ~/.local/share/reconciler].",
+        help="State of the server (and of `up`'s agent and repo). Default: for client commands the cluster "
+        "`up` last started, else ~/.local/share/reconciler.",
     ),
 ]
 
@@ -40,7 +44,7 @@ def data_dir_of(given: Path | None) -> Path:
     return (given or default_data_dir()).expanduser().resolve()
 
 
-def _die(message: str) -> typer.Exit:
+def die(message: str) -> typer.Exit:
     typer.echo(message, err=True)
     return typer.Exit(1)
 
@@ -49,7 +53,7 @@ def _read_file_or_die(path: Path, what: str) -> str:
     try:
         return path.read_text(encoding="utf-8").strip()
     except OSError as exc:
-        raise _die(f"{path}: cannot read the {what}: {exc.strerror}") from exc
+        raise die(f"{path}: cannot read the {what}: {exc.strerror}") from exc
 
 
 @app.command("serve")
@@ -107,7 +111,7 @@ def serve_command(
     from reconciler.source import DirSource, GitSource
 
     if (git_url is None) == (watch is None):
-        raise _die("give either a GIT_URL or --watch DIR")
+        raise die("give either a GIT_URL or --watch DIR")
     data = data_dir_of(data_dir)
     secret = _read_file_or_die(webhook_secret_file, "webhook secret").encode() if webhook_secret_file else None
     try:
@@ -115,7 +119,7 @@ def serve_command(
             DirSource(watch) if watch is not None else GitSource(str(git_url), branch, path, data / "source")
         )
     except SourceUnavailable as exc:
-        raise _die(str(exc)) from exc
+        raise die(str(exc)) from exc
     config = ServerConfig(
         data_dir=data,
         host=host,
@@ -135,41 +139,46 @@ def serve_command(
     try:
         run_server(config, source, on_state=on_state, router=hosted, on_store=on_store)
     except (SourceUnavailable, InUse) as exc:
-        raise _die(str(exc)) from exc
+        raise die(str(exc)) from exc
 
 
 # --- clients of a running server ---------------------------------------------------------
 
+ServerUrl = Annotated[
+    str | None,
+    typer.Option(
+        "--server", envvar="RECONCILER_SERVER", help="A server's URL, instead of the local cluster (needs a token)."
+    ),
+]
+TokenFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--token-file", help="With --server: its token or a read-only one (default: $RECONCILER_SERVER_TOKEN)."
+    ),
+]
 
-def _server(data: Path) -> tuple[str, dict[str, str]]:
-    from reconciler.server import server_file
+
+def target_of(data_dir: Path | None, server: str | None, token_file: Path | None) -> Target:
+    from reconciler.cli.remote import ServerUnusable, resolve
+
+    if token_file is not None and not server:
+        raise die("--token-file goes with --server (a local cluster's token is read from its data dir)")
+    try:
+        return resolve(data_dir, server, token_file)
+    except ServerUnusable as exc:
+        raise die(str(exc)) from exc
+
+
+def request_json(target: Target, method: str, path: str, **kwargs: Any) -> Any:
+    from reconciler.cli.remote import ServerUnusable, call
 
     try:
-        info = json.loads(server_file(data).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise _die(f"no server is running for {data} (start one with `reconcile up` or `reconcile serve`)") from exc
-    token = _read_file_or_die(Path(info.get("tokenFile") or data / "token"), "server token")
-    return str(info["url"]), {"Authorization": f"Bearer {token}"}
+        return call(target, method, path, 30.0, **kwargs)
+    except ServerUnusable as exc:
+        raise die(str(exc)) from exc
 
 
-def _call(data: Path, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    import httpx
-
-    url, headers = _server(data)
-    try:
-        response = httpx.request(method, f"{url}{path}", headers=headers, timeout=30.0, **kwargs)
-    except httpx.HTTPError as exc:
-        raise _die(f"the server at {url} does not answer: {type(exc).__name__}") from exc
-    if response.status_code >= 400:
-        try:
-            detail = response.json().get("detail", response.text)
-        except ValueError:
-            detail = response.text
-        raise _die(f"{method} {path}: HTTP {response.status_code}: {detail}")
-    return response
-
-
-def _when(stamp: float | None) -> str:
+def when(stamp: float | None) -> str:
     return datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M:%S") if stamp else "-"
 
 
@@ -177,22 +186,32 @@ def _gib(value: int | None) -> str:
     return f"{value / 1024**3:.2f}" if value is not None else "-"
 
 
+def _pair(claim: int | None, measured: int | None) -> str:
+    return f"{_gib(claim)} / {_gib(measured)}"
+
+
+def _vram(per_gpu: dict[str, int] | None) -> int | None:
+    return sum(per_gpu.values()) if per_gpu else None
+
+
 @app.command("status")
 def status_command(
     data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token_file: TokenFile = None,
     output: Annotated[Output, typer.Option("--output", "-o", help="text or json.")] = Output.text,
 ) -> None:
-    """Models (desired / ready), instances, workers, the running revision and the last error."""
+    """Models (desired / ready), instances (claim and measured memory), workers, the revision, the last error."""
     from rich.console import Console
     from rich.table import Table
 
-    body = _call(data_dir_of(data_dir), "GET", "/api/status").json()
+    body = request_json(target_of(data_dir, server, token_file), "GET", "/api/status")
     if output is Output.json:
         typer.echo(json.dumps(body, indent=2))
         return
     console = Console()
     revision = body["revision"] or "none applied yet"
-    console.print(f"revision [bold]{revision}[/] (applied {_when(body['appliedAt'])}); source {body['source']['url']}")
+    console.print(f"revision [bold]{revision}[/] (applied {when(body['appliedAt'])}); source {body['source']['url']}")
     if body["routerUrl"]:
         console.print(f"router {body['routerUrl']}")
     if body["error"]:
@@ -204,8 +223,12 @@ def status_command(
         notes += [f"replica {p['replica']}: {p['reason']}" for p in m["pending"]]
         models.add_row(m["name"], f"{m['ready']}/{m['desired']}", "; ".join(notes))
     console.print(models)
-    instances = Table("instance", "worker", "GPUs", "state", "restarts", "pid", "claim RAM GiB", "reason", box=None)
+    instances = Table(
+        "instance", "worker", "GPUs", "state", "restarts", "pid", "RAM GiB claim / measured",
+        "VRAM GiB claim / measured", "reason", box=None,
+    )  # fmt: skip
     for i in body["instances"]:
+        measured = i["measured"] or {}
         instances.add_row(
             i["id"],
             i["worker"],
@@ -213,7 +236,8 @@ def status_command(
             i["state"],
             str(i["restarts"]),
             str(i["pid"] or "-"),
-            _gib(i["claim"]["ram"]),
+            _pair(i["claim"]["ram"], measured.get("ram")),
+            _pair(_vram(i["claim"]["vram"]), _vram(measured.get("vram"))),
             i["reason"][:80],
         )
     console.print(instances)
@@ -229,23 +253,25 @@ def logs_command(
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing new lines.")] = False,
     tail: Annotated[int, typer.Option("--tail", help="Lines from the end to start with.")] = 100,
     data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token_file: TokenFile = None,
 ) -> None:
     """Print an instance's log, read from its agent through the server."""
     import httpx
 
-    url, headers = _server(data_dir_of(data_dir))
+    target = target_of(data_dir, server, token_file)
     params: dict[str, int] = {"tail": tail, "follow": int(follow)}
     try:
         with httpx.stream(
-            "GET", f"{url}/api/instances/{instance}/logs", params=params, headers=headers, timeout=None
+            "GET", f"{target.url}/api/instances/{instance}/logs", params=params, headers=target.headers, timeout=None
         ) as response:
             if response.status_code != 200:
                 response.read()
-                raise _die(f"{instance}: HTTP {response.status_code}: {response.text}")
+                raise die(f"{instance}: HTTP {response.status_code}: {response.text}")
             for chunk in response.iter_bytes():
                 typer.echo(chunk.decode(errors="replace"), nl=False)
     except httpx.HTTPError as exc:
-        raise _die(f"the server at {url} does not answer: {type(exc).__name__}") from exc
+        raise die(target.unreachable(type(exc).__name__)) from exc
 
 
 @app.command("files")
@@ -253,31 +279,43 @@ def files_command(
     action: Annotated[str | None, typer.Argument(help="`rm` to delete a file.")] = None,
     identifier: Annotated[str | None, typer.Argument(help="File id (first column of the list).")] = None,
     data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token_file: TokenFile = None,
 ) -> None:
     """List the model files on every Ready worker; `files rm ID` deletes one (refused while in use)."""
-    data = data_dir_of(data_dir)
+    target = target_of(data_dir, server, token_file)
     if action is None:
-        for entry in _call(data, "GET", "/api/files").json():
+        for entry in request_json(target, "GET", "/api/files"):
             typer.echo(f"{entry['id']}  {entry['worker']}  {_gib(entry.get('size'))} GiB  {entry['path']}")
         return
     if action != "rm" or identifier is None:
-        raise _die("usage: reconcile files [rm ID]")
-    for entry in _call(data, "DELETE", f"/api/files/{identifier}").json()["deleted"]:
+        raise die("usage: reconcile files [rm ID]")
+    for entry in request_json(target, "DELETE", f"/api/files/{identifier}")["deleted"]:
         typer.echo(f"deleted {entry['deleted']} on {entry['worker']}")
 
 
 @app.command("history")
-def history_command(data_dir: DataDir = None, limit: Annotated[int, typer.Option("--limit")] = 20) -> None:
+def history_command(
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token_file: TokenFile = None,
+    limit: Annotated[int, typer.Option("--limit")] = 20,
+) -> None:
     """Revisions tried, newest first, with their outcome and plan summary."""
-    for row in _call(data_dir_of(data_dir), "GET", "/api/history", params={"limit": limit}).json():
+    for row in request_json(target_of(data_dir, server, token_file), "GET", "/api/history", params={"limit": limit}):
         summary = ", ".join(f"{v} {k}" for k, v in row["summary"].items()) or row["error"].splitlines()[0:1] or ""
-        typer.echo(f"{_when(row['attemptedAt'])}  {row['revision'][:12]}  {row['status']:<11} {''.join(summary)}")
+        typer.echo(f"{when(row['attemptedAt'])}  {row['revision'][:12]}  {row['status']:<11} {''.join(summary)}")
 
 
 @app.command("events")
-def events_command(data_dir: DataDir = None, limit: Annotated[int, typer.Option("--limit")] = 50) -> None:
+def events_command(
+    data_dir: DataDir = None,
+    server: ServerUrl = None,
+    token_file: TokenFile = None,
+    limit: Annotated[int, typer.Option("--limit")] = 50,
+) -> None:
     """What the server saw and did, oldest first."""
-    for event in _call(data_dir_of(data_dir), "GET", "/api/events", params={"limit": limit}).json():
+    for event in request_json(target_of(data_dir, server, token_file), "GET", "/api/events", params={"limit": limit}):
         typer.echo(
-            f"{_when(event['at'])}  {event['type']:<7} {event['reason']:<12} {event['object']}: {event['message']}"
+            f"{when(event['at'])}  {event['type']:<7} {event['reason']:<12} {event['object']}: {event['message']}"
         )

@@ -34,6 +34,7 @@ from reconciler.observe import AgentClient, HttpAgentClient, InstanceSpec, Obser
 from reconciler.plan import Plan, Rollout, step
 from reconciler.server import reasons
 from reconciler.server.lease import Lease
+from reconciler.server.memory import OverClaimWatch
 from reconciler.server.metrics import Metrics
 from reconciler.server.reasons import Outcome, Phase
 from reconciler.server.status import Condition, LastPass, Seen, Status, build_status
@@ -108,6 +109,7 @@ class Reconciler:
         self.facts = FactBook(disk=cache_file())  # read here, once per change; the planner gets data
         self.clock = time.time
         self.metrics = Metrics()
+        self.over_claim = OverClaimWatch(self.metrics.registry)
         self.book = WorkerBook()
         self.wake = asyncio.Event()
         self.force_fetch = False
@@ -485,6 +487,9 @@ class Reconciler:
             if record:
                 self._event("Normal" if new == "Ready" else "Warning", new, f"worker/{name}", f"{old} -> {new}")
         self.observed = observed
+        for instance_id, why in self.over_claim.update(observed):
+            if record:
+                self._event("Warning", "OverClaim", f"instance/{instance_id}", why)
         if record:
             self.store.set_restarts({i.id: i.restarts for w in observed.workers for i in w.instances})
         view = self.book.view(self.clock())

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from reconciler.plan import PendingReplica, Rollout
+from reconciler.server.memory import measured_of
 from reconciler.server.workers import WorkerBook
 from reconciler.spec import Desired
 
@@ -125,8 +126,7 @@ def _instances(seen: Seen) -> list[dict[str, Any]]:
                     "port": i.port,
                     "url": f"http://{worker.ip}:{i.port}",
                     "claim": {"ram": i.claim.ram, "vram": {str(k): v for k, v in sorted(i.claim.vram.items())}},
-                    # Filled in once the agents report measured memory (RSS / VRAM per process).
-                    "measured": None,
+                    "measured": measured_of(i),
                 }
             )
     return instances

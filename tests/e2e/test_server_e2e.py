@@ -89,7 +89,7 @@ class GitOps:
         git(self.work, "push", "-q", "origin", "main")
         return git(self.work, "rev-parse", "HEAD")
 
-    def start(self, worker_poll: float = 0.5) -> None:
+    def start(self, worker_poll: float = 0.5, *extra: str) -> None:
         with (self.root / "server.log").open("ab") as log:
             self.server = subprocess.Popen(
                 [
@@ -108,6 +108,7 @@ class GitOps:
                     str(self.root / "secret"),
                     "--worker-poll",
                     str(worker_poll),
+                    *extra,
                 ],
                 env={**os.environ, "RECONCILER_TOKEN": AGENT_TOKEN, "PYTHONUNBUFFERED": "1"},
                 stdout=log,
@@ -369,10 +370,11 @@ def test_spec_change_replaces_replicas_one_at_a_time(agent: str, gitops: GitOps)
     assert missing.returncode == 1 and "404" in missing.stderr
 
 
-def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path) -> None:
+def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path, smollm2: Path) -> None:
     data = tmp_path / "up"
     ports = ["--port", str(free_port()), "--agent-port", str(free_port()), "--router-port", str(free_port())]
     env = {**os.environ, "RECONCILER_DATA_DIR": str(data), "PYTHONUNBUFFERED": "1"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "config")  # up records the current cluster there
 
     def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
@@ -383,21 +385,35 @@ def test_up_serves_gemma_and_down_stops_everything(tmp_path: Path) -> None:
     assert up.returncode == 0, up.stdout + up.stderr
     assert "/v1/chat/completions" in up.stdout and "git -C" in up.stdout
     status = json.loads(cli("status", "-o", "json").stdout)
-    (instance,) = status["instances"]
-    assert instance["state"] == "Running" and instance["pid"]
+    assert sorted(i["model"] for i in status["instances"]) == ["gemma-3-270m", "smollm2-135m"]
+    assert all(i["state"] == "Running" and i["pid"] for i in status["instances"])
+    instance = next(i for i in status["instances"] if i["model"] == "gemma-3-270m")
     assert status["revision"] == git(data / "repo", "rev-parse", "HEAD")
     assert "routerUrl" in status
+    # The printed commands work as printed in a new shell: no data dir, only the current cluster.
+    fresh = {k: v for k, v in env.items() if k != "RECONCILER_DATA_DIR"}
+    for command in ("status", "usage"):
+        line = next(x.split()[:2] for x in up.stdout.splitlines() if x.split()[1:2] == [command])
+        done = subprocess.run(line, env=fresh, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+    question = [{"role": "user", "content": "Name the capital of France."}]
+    answer = httpx.post(
+        f"{status['routerUrl']}/v1/chat/completions",
+        json={"model": "chat", "temperature": 0, "messages": question},
+        timeout=120,
+    )
+    assert answer.json()["choices"][0]["message"]["content"] == "The capital of France is Paris."
 
     again = cli("up", *ports, timeout=300)
     assert again.returncode == 0 and "already runs" in again.stdout
-    assert json.loads(cli("status", "-o", "json").stdout)["instances"][0]["pid"] == instance["pid"]
+    assert instance["pid"] in [i["pid"] for i in json.loads(cli("status", "-o", "json").stdout)["instances"]]
 
     model = data / "repo" / "gemma.yaml"
     model.write_text(model.read_text().replace("replicas: 1", "replicas: many"))
     git(data / "repo", "commit", "-qam", "broken")
     error = wait_for(lambda: json.loads(cli("status", "-o", "json").stdout)["error"], what="the error")
     assert "gemma.yaml:" in error["message"]
-    assert json.loads(cli("status", "-o", "json").stdout)["instances"][0]["pid"] == instance["pid"]
+    assert instance["pid"] in [i["pid"] for i in json.loads(cli("status", "-o", "json").stdout)["instances"]]
 
     pids = [json.loads((data / f).read_text())["pid"] for f in ("server.json", "agent.json", "router.json")]
     down = cli("down", timeout=120)

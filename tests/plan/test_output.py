@@ -19,14 +19,15 @@ def test_text_output():
     assert "  + create gemma-3-270m-0 on local\n" in text
     assert "      argv:   python3 -m llama_cpp.server --model /tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf" in text
     assert "      how:    cpu 0/19 layers\n" in text
-    assert text.endswith("Plan: 1 to create, 0 to replace, 0 to delete.\n")
+    assert "  + create smollm2-135m-0 on local\n" in text
+    assert text.endswith("Plan: 2 to create, 0 to replace, 0 to delete.\n")
 
 
 def test_json_shape():
     body = json.loads(to_json(run(quickstart(), snapshot("cpu-only.yaml"))))
     assert set(body) == {"revision", "summary", "actions", "pending", "rollouts"}
-    assert body["summary"] == {"create": 1, "replace": 0, "delete": 0, "keep": 0, "pending": 0}
-    [action] = body["actions"]
+    assert body["summary"] == {"create": 2, "replace": 0, "delete": 0, "keep": 0, "pending": 0}
+    action = next(a for a in body["actions"] if a["model"] == "gemma-3-270m")
     assert set(action) == {
         "action",
         "instance",
@@ -66,7 +67,7 @@ def test_no_changes_after_apply_and_replace_on_change(tmp_path):
     observed = snapshot("cpu-only.yaml")
     after = apply(run(quickstart(), observed), observed)
     unchanged = run(quickstart(), after)
-    assert "No changes. 1 instances up to date." in to_text(unchanged)
+    assert "No changes. 2 instances up to date." in to_text(unchanged)
     folder = tmp_path / "q"
     folder.mkdir()
     for file in (ROOT / "examples" / "quickstart").iterdir():
@@ -74,17 +75,19 @@ def test_no_changes_after_apply_and_replace_on_change(tmp_path):
     model = folder / "gemma.yaml"
     model.write_text(model.read_text() + "  backendParameters: [--n_ctx=4096]\n")
     changed = run(load_desired(folder), after)
-    [action] = changed.actions
+    [action] = [a for a in changed.actions if a.action != "keep"]
     assert (action.action, action.reason) == ("replace", "the model's spec changed")
     assert action.instance.port == 40000  # an instance replaced in place keeps its port
     assert "  ~ replace gemma-3-270m-0 on local" in to_text(changed)
     model.write_text(model.read_text().replace("replicas: 1", "replicas: 0"))
     stopped = run(load_desired(folder), after)
-    assert [(a.action, a.reason) for a in stopped.actions] == [("delete", "scaled down to 0 replicas")]
+    assert [(a.action, a.reason) for a in stopped.actions if a.action != "keep"] == [
+        ("delete", "scaled down to 0 replicas")
+    ]
 
 
 def test_markdown():
     text = to_markdown(run(quickstart(), snapshot("cpu-only.yaml")))
-    assert "**Plan: 1 to create, 0 to replace, 0 to delete.**" in text
+    assert "**Plan: 2 to create, 0 to replace, 0 to delete.**" in text
     assert "| `+` create | ` gemma-3-270m-0 ` | ` local ` | - | ` cpu 0/19 layers ` |" in text
     assert "<details><summary>Command lines</summary>" in text

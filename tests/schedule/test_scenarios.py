@@ -213,7 +213,8 @@ def test_quickstart_on_the_cpu_snapshot():
     from tests.conftest import ROOT
 
     result = run(load_desired(ROOT / "examples" / "quickstart"), snapshot("cpu-only.yaml"))
-    [create] = result.actions
+    create, chat = result.actions  # Gemma, and SmolLM2 behind the chat route
+    assert chat.instance.model == "smollm2-135m" and "--chat_format" not in chat.instance.argv
     assert create.action == "create" and create.worker == "local"
     assert create.instance.argv[:3] == ["python3", "-m", "llama_cpp.server"]
     assert create.instance.argv[-2:] == ["--chat_format", "gemma"]

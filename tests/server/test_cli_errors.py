@@ -32,9 +32,9 @@ def test_a_bad_store_url_is_named(tmp_path: Path) -> None:
 
 
 def test_clients_without_a_server(tmp_path: Path) -> None:
-    for command in (["status"], ["history"], ["events"], ["files"], ["logs", "x-0"]):
+    for command in (["status"], ["history"], ["events"], ["files"], ["logs", "x-0"], ["usage"], ["token", "list"]):
         result = runner.invoke(app, [*command, "--data-dir", str(tmp_path)])
-        assert result.exit_code == 1 and "no server is running" in result.output, command
+        assert result.exit_code == 1 and "no cluster is running" in result.output, command
 
 
 def test_data_dir_from_the_environment(tmp_path: Path) -> None:
