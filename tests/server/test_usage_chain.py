@@ -6,27 +6,27 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import date
+from collections.abc import Sequence
 from pathlib import Path
 
 import httpx
 
 from reconciler.router import Endpoint, ModelEntry, Router, RoutingTable
+from reconciler.router.usage import UsageSum
+from reconciler.server.routing import write_usage
 from reconciler.server.store import Store, default_url
 from reconciler.server.usage import query_usage
 from tests.router.upstream import FakeUpstream, serve
 
 
 class StoreUsage:
-    """What `serve` hands the router: the store keeps the day as ISO text."""
+    """What `serve` hands the router: its sums written as the server writes routers' reports."""
 
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    def add_usage(
-        self, key_name: str, model: str, day: date, prompt_tokens: int, completion_tokens: int, requests: int = 1
-    ) -> None:
-        self.store.add_usage(key_name, model, day.isoformat(), prompt_tokens, completion_tokens, requests)
+    def record(self, rows: Sequence[UsageSum]) -> None:
+        write_usage(self.store, rows)
 
 
 def stream_usage(text: str) -> dict[str, int]:

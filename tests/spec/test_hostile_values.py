@@ -74,7 +74,8 @@ def test_snapshot_tensors_past_eight_exbibytes(tmp_path: Path) -> None:
     code, _, stderr = plan(
         tmp_path, model(path="/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf"), "--observed", str(snapshot)
     )
-    assert code == 1 and stderr.startswith(f"{snapshot}:18:5: snapshot: [0].files[0].gguf: the tensors add up to ")
+    line = snapshot.read_text().splitlines().index("    gguf:") + 1
+    assert code == 1 and stderr.startswith(f"{snapshot}:{line}:5: snapshot: [0].files[0].gguf: the tensors add up to ")
 
 
 def test_a_non_utf8_file_name_on_a_strict_utf8_stdout(tmp_path: Path) -> None:
