@@ -4,49 +4,15 @@ an idle timeout and a connection limit, so slow or idle clients cannot hold ever
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import uvicorn
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+from reconciler.server.listen import HeaderDeadline
 
 HEADER_TIMEOUT_S = 10.0
 IDLE_TIMEOUT_S = 30.0
 MAX_CONNECTIONS = 4096
-
-
-class HeaderDeadline(HttpToolsProtocol):
-    """Closes a connection whose request headers are not complete within ``header_timeout``
-    of its start or of the request's first byte (uvicorn has an idle timeout, not this one)."""
-
-    header_timeout = HEADER_TIMEOUT_S
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._deadline: asyncio.TimerHandle | None = self.loop.call_later(self.header_timeout, self._too_slow)
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if self._deadline is None:
-            self._deadline = self.loop.call_later(self.header_timeout, self._too_slow)
-
-    def on_headers_complete(self) -> None:
-        self._cancel_deadline()
-        super().on_headers_complete()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._cancel_deadline()
-        super().connection_lost(exc)
-
-    def _cancel_deadline(self) -> None:
-        if self._deadline is not None:
-            self._deadline.cancel()
-            self._deadline = None
-
-    def _too_slow(self) -> None:
-        self._deadline = None
-        if not self.transport.is_closing():
-            self.transport.close()
 
 
 def guarded(header_timeout: float) -> type[HeaderDeadline]:
