@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +119,11 @@ class Agent:
             try:
                 httpx.put(
                     f"{self.url}/v1/instances",
-                    json={"generation": 2**62, "instances": []},
+                    json={"generation": time.time_ns(), "instances": []},  # newer than any set the server sent
                     headers={"Authorization": f"Bearer {TOKEN}"},
                     timeout=10,
                 )
-                wait_for(lambda: not self.state()["instances"], 30, f"agent {self.name}'s instances stopped")
+                wait_for(lambda: not self.state()["instances"], 60, f"agent {self.name}'s instances stopped")
             finally:
                 self.process.terminate()
                 self.process.wait(timeout=30)
