@@ -4,6 +4,7 @@ it comes back its stale copy is stopped and never served through the router."""
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Iterator
@@ -22,9 +23,10 @@ GRACE = 5
 @pytest.fixture
 def agents(tmp_path: Path) -> Iterator[dict[str, Agent]]:
     started = {name: Agent(tmp_path, name).start() for name in ("a", "b")}
-    yield started
-    for agent in started.values():
-        agent.stop()
+    with contextlib.ExitStack() as stops:  # every agent is stopped, even when one's stop fails
+        for agent in started.values():
+            stops.callback(agent.stop)
+        yield started
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -42,9 +43,10 @@ def agents(tmp_path: Path, own_range: tuple[int, int]) -> Iterator[dict[str, Age
         "b": Agent(tmp_path, "b").start(),
         "c": Agent(tmp_path, "c", "--port-range", f"{low}-{high}").start(),
     }
-    yield started
-    for agent in started.values():
-        agent.stop()
+    with contextlib.ExitStack() as stops:  # every agent is stopped, even when one's stop fails
+        for agent in started.values():
+            stops.callback(agent.stop)
+        yield started
 
 
 @pytest.fixture
