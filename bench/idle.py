@@ -75,6 +75,19 @@ def wait_running(url: str, token: str, timeout: float = 600) -> None:
     raise SystemExit(f"the quickstart did not reach Running within {timeout:.0f} s")
 
 
+def stop_instances(agent_url: str, token: str, timeout: float = 90) -> None:
+    """Hand the agent an empty set and wait until its instances are gone (they drain first)."""
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"generation": time.time_ns(), "instances": []}
+    httpx.put(f"{agent_url}/v1/instances", json=body, headers=headers, timeout=30).raise_for_status()
+    deadline = time.monotonic() + timeout
+    while (
+        time.monotonic() < deadline
+        and httpx.get(f"{agent_url}/v1/state", headers=headers, timeout=10).json()["instances"]
+    ):
+        time.sleep(0.5)
+
+
 def sample(server: int, agent: int, url: str, token: str, seconds: float) -> tuple[float, float, list[float]]:
     """CPU seconds of (server + its children, agent) over the window, and the pass durations seen."""
     helpers = children(server)  # the planner process (and multiprocessing's resource tracker)
@@ -120,8 +133,7 @@ def main() -> None:
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(30)
-            # `down` hands the agent an empty set (the backends outlive their agent by design).
-            subprocess.run([*python, "down", "--data-dir", str(data)], capture_output=True, timeout=120)
+            stop_instances(f"http://127.0.0.1:{agent_port}", token)  # backends outlive their agent by design
             os.killpg(agent.pid, signal.SIGTERM)
             agent.wait(30)
     total = plane + agent_cpu
