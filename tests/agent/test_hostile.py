@@ -26,16 +26,11 @@ from hypothesis import strategies as st
 from reconciler.agent.gate import MAX_BODY
 from reconciler.agent.supervisor import BASE_ENV
 from reconciler.agent.wire import INSTANCE_ID
+from tests.net import free_port
 
 TOKEN = "hostile-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SLEEP = "import time; time.sleep(120)"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Agent:

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from tests.hub_mirror import hub_mirror
+from tests.net import free_port
 
 pytestmark = pytest.mark.e2e
 TOKEN = "e2e-token"
@@ -41,12 +42,6 @@ spec:
   backend: custom
   custom: {command: "python3 -c 'import sys; print(\\"crashing now\\"); sys.exit(1)'"}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Cluster:

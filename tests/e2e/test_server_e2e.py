@@ -9,7 +9,6 @@ import hmac
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ import psutil
 import pytest
 
 from bench.simulated import SimulatedAgents
+from tests.net import free_port
 
 pytestmark = pytest.mark.e2e
 SECRET = "webhook-secret"
@@ -37,12 +37,6 @@ spec:
   custom: {{command: "{command}", healthPath: /}}
 """
 HTTP_SERVER = f"{sys.executable} -m http.server {{{{ port }}}} --bind 127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def git(cwd: Path, *args: str) -> str:

@@ -6,7 +6,6 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from reconciler.observe import ObservedState
 from reconciler.server import HostedApp, ServerConfig, serve, server_file
 from reconciler.source import DirSource
 from reconciler.spec import Desired
+from tests.net import free_port
 
 MODEL = """\
 apiVersion: reconciler/v1
@@ -32,12 +32,6 @@ spec:
   replicas: {replicas}
   custom: {{command: "serve --port {{{{ port }}}}", healthPath: /}}
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def until(check: Any, timeout: float = 30) -> None:
