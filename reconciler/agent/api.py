@@ -14,6 +14,7 @@ from fastapi import FastAPI, HTTPException, Query, Request
 from fastapi.responses import PlainTextResponse, StreamingResponse
 from pydantic import BaseModel
 
+from reconciler.agent.changes import MAX_WAIT_S
 from reconciler.agent.detect import detect_backends, detect_gpus, gpu_process_memory, system
 from reconciler.agent.files import ModelFiles, file_id
 from reconciler.agent.gate import MAX_BODY, Gate
@@ -108,6 +109,13 @@ def create_app(config: AgentConfig, supervisor: Supervisor, files: ModelFiles) -
     async def state() -> dict[str, object]:
         worker = await asyncio.to_thread(worker_state)
         return worker.model_dump(mode="json", by_alias=True)
+
+    @app.get("/v1/changes")
+    async def changes(
+        since: int | None = None, wait: Annotated[float, Query(ge=0, le=MAX_WAIT_S)] = 30.0
+    ) -> dict[str, int]:
+        """A long poll: answers once the instances' version differs from ``since``, or after ``wait`` s."""
+        return {"version": await supervisor.changes.after(since, wait)}
 
     @app.put("/v1/instances")
     async def put_instances(request: Request) -> dict[str, object]:

@@ -33,6 +33,7 @@ from typing import Literal
 import httpx
 import psutil
 
+from reconciler.agent.changes import Changes
 from reconciler.agent.files import ModelFiles, Progress
 from reconciler.agent.procs import (
     Children,
@@ -180,6 +181,7 @@ class Supervisor:
         self.instances: dict[str, Instance] = {}
         self.draining: dict[str, Instance] = {}  # left the set; stopped once their clients are gone
         self.wake = asyncio.Event()
+        self.changes = Changes()
         self.client = httpx.AsyncClient(timeout=PROBE_TIMEOUT)
 
     # --- the accepted set -------------------------------------------------------------
@@ -264,6 +266,7 @@ class Supervisor:
                 await self.step()
             except Exception:  # one bad step must not end supervision of everything else
                 log.exception("supervisor step failed")
+            self.changes.note(self.signature())
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), 1.0)
             self.wake.clear()
@@ -535,6 +538,11 @@ class Supervisor:
         """Every process of every instance, draining ones included."""
         everyone = [*self.instances.values(), *self.draining.values()]
         return {p.pid for instance in everyone for p in instance.processes(table)}
+
+    def signature(self) -> tuple[tuple[str, str, str, int | None], ...]:
+        """What the server looks again at when it changes: each instance's spec, state and process."""
+        everyone = [*self.instances.values(), *self.draining.values()]
+        return tuple(sorted((i.spec.id, i.spec.spec_hash, i.state, i.pid) for i in everyone))
 
     def wants(self, instance_id: str) -> bool:
         return any(spec.id == instance_id for spec in self.record.instances)

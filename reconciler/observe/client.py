@@ -65,6 +65,20 @@ def observe_agents(agents: Sequence[Agent], token: str | None, timeout: httpx.Ti
     return ObservedState.of(asyncio.run(_all(agents, token, timeout)))
 
 
+async def changes_after(
+    client: httpx.AsyncClient, agent: Agent, token: str | None, since: int | None, wait_s: float
+) -> int:
+    """An agent's change version, once it differs from ``since`` (a long poll of ``wait_s`` at most)."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    params: dict[str, str | float] = {"wait": wait_s} if since is None else {"wait": wait_s, "since": str(since)}
+    response = await client.get(f"{agent.url.rstrip('/')}/v1/changes", params=params, headers=headers)
+    response.raise_for_status()
+    version = response.json().get("version")
+    if not isinstance(version, int):
+        raise ValueError("an answer without a version")
+    return version
+
+
 async def _healthy(client: httpx.AsyncClient, agent: Agent) -> bool:
     try:
         return (await client.get(f"{agent.url.rstrip('/')}/healthz")).status_code == 200

@@ -23,6 +23,7 @@ import uvicorn
 
 from reconciler.agent import read_or_create_token
 from reconciler.server import locks
+from reconciler.server.agent_watch import follow_agents
 from reconciler.server.api import create_app
 from reconciler.server.lease import Identity, Lease
 from reconciler.server.listen import check_free, listener
@@ -169,6 +170,7 @@ async def _serve(
     tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]
     if isinstance(source, DirSource):
         tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
+    tasks.append(asyncio.create_task(follow_agents(rec, config.agent_token), name="agents"))
     guest_task = asyncio.create_task(guest.serve()) if guest else None
     tasks.append(asyncio.create_task(_announce(main, config, rec.router_url, token_path), name="announce"))
     try:
