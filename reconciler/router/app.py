@@ -81,8 +81,11 @@ class Router:
         health: Callable[[], dict[str, object]] | None = None,
         companions: Sequence[Callable[[], Coroutine[Any, Any, None]]] = (),
         metrics: RouterMetrics | None = None,
+        first_table_wait_s: float = 0.0,
     ) -> None:
         self.table = RoutingTable()
+        self.tabled = False  # a table arrived (from a server or the kept file)
+        self.first_table_wait_s = first_table_wait_s
         self.listed = RoutingTable()
         self._listed_keys: frozenset[Key] = frozenset()
         self.membership = Membership()
@@ -111,6 +114,7 @@ class Router:
         Called on the router's loop (the watch, the hosted server's pass) or, in tests, from
         another thread: the tables swap atomically and pools are closed on the loop."""
         self.listed = table
+        self.tabled = True
         self._listed_keys = listed = frozenset(key_of(e) for m in table.models.values() for e in m.endpoints)
         self.membership.offer(table)
         self.refresh()
@@ -173,6 +177,14 @@ class Router:
         if self.probe_interval_s:
             self._spawn(probe_forever(self, self.probe_interval_s))
 
+    async def _first_table(self) -> None:
+        """Listen only once a table is in (for at most ``first_table_wait_s``): until then a
+        client's connection is refused and it tries another router, rather than getting a 404
+        for a model this router has not heard of yet."""
+        deadline = time.monotonic() + self.first_table_wait_s
+        while not self.tabled and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+
     async def aclose(self) -> None:
         for task in list(self._tasks):
             task.cancel()
@@ -187,6 +199,7 @@ class Router:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 self.start()
+                await self._first_table()
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 await self.aclose()
@@ -216,6 +229,10 @@ class Router:
                 health = self.health() if self.health is not None else {"status": "ok"}
                 await _answer(send, 200, json.dumps(health).encode(), JSON)
                 return
+            if not self.tabled:  # neither keys nor models known: any answer but this one would mislead
+                raise Refusal(
+                    503, "this router has no routing table yet (see /healthz)", "server_error", "no_routing_table"
+                )
             headers = _headers(scope)
             key = self._authenticate(table, headers, scope)
             if path in ("/v1/models", "/v1/models/") and method == "GET":

@@ -18,6 +18,7 @@ from reconciler.router.listener import HEADER_TIMEOUT_S, IDLE_TIMEOUT_S, MAX_CON
 from reconciler.router.metrics import RouterMetrics
 
 PROBE_INTERVAL_S = 2.0
+FIRST_TABLE_WAIT_S = 10.0  # a router listens once it has a table, or after this long without one
 
 
 @dataclass(frozen=True)
@@ -65,6 +66,7 @@ def build_router(settings: RouterSettings) -> tuple[Router, TableWatch, ServerUs
         health=watch.state.health,
         companions=(watch.run,),
         metrics=metrics,
+        first_table_wait_s=FIRST_TABLE_WAIT_S,
     )
     holder.append(router)
     return router, watch, usage

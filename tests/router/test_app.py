@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -274,3 +275,24 @@ def test_model_from_query_and_missing_model(upstreams, router_url):
     missing = httpx.post(f"{url}/v1/chat/completions", json={"messages": []})
     assert missing.status_code == 400 and missing.json()["error"]["code"] == "model_required"
     assert httpx.get(f"{url}/v2/nothing").status_code == 404
+
+
+def test_a_router_without_a_table_says_so_rather_than_404():
+    with serve(Router(None)) as url:
+        for response in (chat(url, model="anything"), httpx.get(f"{url}/v1/models")):
+            assert response.status_code == 503
+            assert response.json()["error"]["code"] == "no_routing_table"
+
+
+def test_a_router_fed_by_a_watch_listens_once_its_first_table_is_in(upstreams):
+    holder: list[Router] = []
+
+    async def feed() -> None:  # a table watch whose server answers after a moment
+        await asyncio.sleep(0.3)
+        holder[0].update_table(table(upstreams))
+
+    router = Router(None, companions=(feed,), first_table_wait_s=10.0)
+    holder.append(router)
+    with serve(router) as url:
+        assert router.tabled  # started (and listening) only now
+        assert chat(url).status_code == 200
