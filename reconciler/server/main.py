@@ -30,7 +30,7 @@ from reconciler.server.listen import check_free, listener
 from reconciler.server.loop import OnState, Reconciler, Source, warm_up
 from reconciler.server.orphans import die_with_parent
 from reconciler.server.store import Store, default_url, sqlite_path
-from reconciler.source import DirSource
+from reconciler.source import DirSource, GitSource
 
 log = logging.getLogger("reconciler.server")
 
@@ -168,7 +168,7 @@ async def _serve(
     await asyncio.to_thread(lease.step)  # a lone server (or the first of several) leads from its first pass
     leading = [asyncio.create_task(rec.hold_lease(), name="lease"), asyncio.create_task(rec.run(), name="reconcile")]
     tasks = [*leading, asyncio.create_task(_step_down_on_exit(main, lease, leading), name="step down")]
-    if isinstance(source, DirSource):
+    if isinstance(source, DirSource | GitSource):
         tasks.append(asyncio.create_task(_follow(source, rec), name="watch"))
     tasks.append(asyncio.create_task(follow_agents(rec, config.agent_token), name="agents"))
     guest_task = asyncio.create_task(guest.serve()) if guest else None
@@ -204,7 +204,7 @@ async def _release(lease: Lease) -> None:
         await asyncio.to_thread(lease.release)
 
 
-async def _follow(source: DirSource, rec: Reconciler) -> None:
+async def _follow(source: DirSource | GitSource, rec: Reconciler) -> None:
     async for _ in source.changes():
         rec.trigger()
 

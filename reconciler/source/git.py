@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 import shutil
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import git
+import watchfiles
 
 from reconciler.errors import SourceUnavailable
 
@@ -66,6 +69,23 @@ class GitSource:
         except (git.GitError, OSError) as exc:
             raise SourceUnavailable(f"cannot check out {revision[:12]}: {_first_line(exc)}") from exc
         return Checkout(revision, (target / self.path).resolve())
+
+    async def changes(self) -> AsyncIterator[None]:
+        """For a repository on this machine (file://), one item per change of its refs: a commit
+        there is fetched at once, not at the next poll. Remote repositories yield nothing."""
+        if not self.url.startswith("file://"):
+            return
+        local = Path(self.url.removeprefix("file://"))
+        gitdir = local / ".git" if (local / ".git").is_dir() else local
+        if not gitdir.is_dir():
+            return
+
+        def ref(_change: object, path: str) -> bool:
+            return f"{os.sep}refs{os.sep}" in path or path.endswith("packed-refs")
+
+        async for batch in watchfiles.awatch(gitdir, watch_filter=ref):
+            if batch:
+                yield None
 
     def _repo(self) -> git.Repo:
         if (self.dir / ".git").is_dir():

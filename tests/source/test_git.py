@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 from pathlib import Path
 
@@ -82,3 +83,27 @@ def test_an_older_revision_beside_the_branch(origin: Path, tmp_path: Path) -> No
     assert source.at(first).revision == first  # again: the old checkout is replaced
     with pytest.raises(SourceUnavailable):
         source.at("--orphan")
+
+
+def test_a_commit_in_a_local_repository_is_announced(origin: Path, tmp_path: Path) -> None:
+    source = GitSource(f"file://{origin}", "main", "", tmp_path / "work")
+
+    async def first_change() -> None:
+        changes = source.changes()
+        waiting = asyncio.ensure_future(anext(changes))
+        await asyncio.sleep(0.5)  # the watch is set up
+        assert not waiting.done()
+        (origin / "b.yaml").write_text("b: 1\n")
+        git(origin, "add", "-A")
+        git(origin, "commit", "-qm", "two")
+        await asyncio.wait_for(waiting, 30)
+        await changes.aclose()
+
+    asyncio.run(first_change())
+
+
+def test_a_remote_repository_announces_nothing(tmp_path: Path) -> None:
+    async def items() -> list[None]:
+        return [item async for item in GitSource("https://example.invalid/r.git", "main", "", tmp_path).changes()]
+
+    assert asyncio.run(items()) == []
