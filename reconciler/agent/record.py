@@ -21,9 +21,23 @@ class ProcessRecord(BaseModel):
     restarts: int = 0
 
 
+class DrainRecord(BaseModel):
+    """A process that left the set and is draining: what an agent restarted mid-drain needs
+    to adopt it and finish the drain, rather than kill it as an orphan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: InstanceSpec
+    pid: int
+    create_time: float
+    deadline: float  # time.time() when the drain ends at the latest: a monotonic clock does not survive a restart
+    restarts: int = 0
+
+
 class AgentRecord(BaseModel):
-    """The accepted desired set with its generation, the highest leader epoch seen, and the
-    process of each instance."""
+    """The accepted desired set with its generation, the highest leader epoch seen, the
+    process of each instance, and the processes still draining (by instance id; a
+    replacement with the same id may be in ``instances`` meanwhile)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,6 +45,7 @@ class AgentRecord(BaseModel):
     generation: int = 0
     instances: list[InstanceSpec] = []
     processes: dict[str, ProcessRecord] = {}
+    draining: dict[str, DrainRecord] = {}  # absent from records of earlier versions
 
 
 class StartRefused(ReconcilerError):
