@@ -98,6 +98,8 @@ def _write(path: Path, text: str) -> None:
 def save_record(path: Path, record: AgentRecord) -> None:
     """The last good copy first, then the record: a damaged record always has a whole copy beside it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    text = record.model_dump_json()
+    # No drain, no field: an agent of the version before (which refuses unknown fields) can
+    # still be rolled back to, unless it would have to resume a drain.
+    text = record.model_dump_json(exclude=None if record.draining else {"draining"})
     _write(last_good(path), text)
     _write(path, text)

@@ -5,6 +5,7 @@ as a restarted agent, finishing the drain)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from pathlib import Path
 import psutil
 
 from reconciler.agent.files import ModelFiles
-from reconciler.agent.record import load_record, save_record
+from reconciler.agent.record import AgentRecord, DrainRecord, load_record, save_record
 from reconciler.agent.supervisor import Supervisor
 from reconciler.observe import InstanceSpec
 from tests.net import free_port
@@ -214,3 +215,16 @@ def test_wanted_back_after_a_restart_keeps_the_draining_process(tmp_path):
         await third.close()
 
     asyncio.run(scenario())
+
+
+def test_records_with_and_without_drains_load(tmp_path):
+    path = tmp_path / "state.json"
+    before = {"epoch": 0, "generation": 3, "instances": [], "processes": {}}  # as the version before wrote it
+    path.write_text(json.dumps(before))
+    assert load_record(path) == AgentRecord(generation=3)
+    save_record(path, AgentRecord(generation=3))
+    assert json.loads(path.read_text()) == before  # so that version can still read it (it refuses unknown fields)
+    spec = upstream_spec(1, drain_seconds=30)
+    drain = DrainRecord(spec=spec, pid=1, create_time=1.0, deadline=2.0)
+    save_record(path, AgentRecord(generation=4, draining={"up-0": drain}))
+    assert load_record(path).draining == {"up-0": drain}
