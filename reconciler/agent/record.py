@@ -21,9 +21,23 @@ class ProcessRecord(BaseModel):
     restarts: int = 0
 
 
+class DrainRecord(BaseModel):
+    """A process that left the set and is draining: what an agent restarted mid-drain needs
+    to adopt it and finish the drain, rather than kill it as an orphan."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: InstanceSpec
+    pid: int
+    create_time: float
+    deadline: float  # time.time() when the drain ends at the latest: a monotonic clock does not survive a restart
+    restarts: int = 0
+
+
 class AgentRecord(BaseModel):
-    """The accepted desired set with its generation, the highest leader epoch seen, and the
-    process of each instance."""
+    """The accepted desired set with its generation, the highest leader epoch seen, the
+    process of each instance, and the processes still draining (by instance id; a
+    replacement with the same id may be in ``instances`` meanwhile)."""
 
     model_config = ConfigDict(extra="forbid")
 
@@ -31,6 +45,7 @@ class AgentRecord(BaseModel):
     generation: int = 0
     instances: list[InstanceSpec] = []
     processes: dict[str, ProcessRecord] = {}
+    draining: dict[str, DrainRecord] = {}  # absent from records of earlier versions
 
 
 class StartRefused(ReconcilerError):
@@ -83,6 +98,8 @@ def _write(path: Path, text: str) -> None:
 def save_record(path: Path, record: AgentRecord) -> None:
     """The last good copy first, then the record: a damaged record always has a whole copy beside it."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    text = record.model_dump_json()
+    # No drain, no field: an agent of the version before (which refuses unknown fields) can
+    # still be rolled back to, unless it would have to resume a drain.
+    text = record.model_dump_json(exclude=None if record.draining else {"draining"})
     _write(last_good(path), text)
     _write(path, text)

@@ -1,15 +1,21 @@
 """Converge this worker to the accepted set: fetch files, start, probe, restart, stop.
 
 Each instance moves Pending -> Downloading -> Starting -> Running; an exit is Error
-(exit code and the last log lines) and, with restartOnError, a new start after
-min(10 x 2^(n-1), 300) s, n counting failures since it was last Running.
+(exit code and the last log lines) and, with restartOnError, a new start: at once after
+the first failure, then after 10, 20, 40 ... s, capped at 300 s (``backoff``). Failures
+count since the instance last stayed Running for STABLE_RUNNING: a backend that fails at
+every start, or dies each time right after it comes up, gets one immediate retry and then
+waits, never restarting in a loop. A Starting instance is probed every 0.5 s, so a
+restarted backend is Running about as soon as it answers; a Running one every 3 s.
 Backends write straight to ``<data-dir>/log/serve/<id>.log`` (not through a pipe),
 so they outlive the agent, which re-adopts them by pid and start time when it
 comes back. Stopping the agent leaves its instances running, as a kubelet does.
 An instance that leaves the set (deleted, replaced, scaled down) drains first: it is
 Draining while client connections to its port remain, for at most its ``drainSeconds``
 (the routers stop sending it new requests as soon as the server's table drops it), and only
-then gets SIGTERM, the grace period, and SIGKILL.
+then gets SIGTERM, the grace period, and SIGKILL. A drain is on disk with its wall-clock
+deadline: an agent restarted mid-drain adopts the draining process and drains it for the
+time left (none left: it stops at once), rather than kill it as an orphan.
 An instance gets a clean environment (BASE_ENV and its spec's env), a port nobody
 else holds, and counts as healthy only while its own process tree holds that port.
 """
@@ -37,6 +43,7 @@ from reconciler.agent.changes import Changes
 from reconciler.agent.files import ModelFiles, Progress
 from reconciler.agent.procs import (
     Children,
+    children_table,
     client_connections,
     describe,
     listeners,
@@ -45,7 +52,14 @@ from reconciler.agent.procs import (
     tree_listening,
     tree_rss,
 )
-from reconciler.agent.record import AgentRecord, ProcessRecord, RecordNotSaved, load_record, save_record
+from reconciler.agent.record import (
+    AgentRecord,
+    DrainRecord,
+    ProcessRecord,
+    RecordNotSaved,
+    load_record,
+    save_record,
+)
 from reconciler.agent.wire import generation_ceiling, refused_environment
 from reconciler.observe import InstanceSpec, ObservedInstance
 from reconciler.render import spec_hash
@@ -53,7 +67,11 @@ from reconciler.render import spec_hash
 log = logging.getLogger("reconciler.agent")
 
 PROBE_INTERVAL = 3.0
+STARTING_PROBE_INTERVAL = 0.5
 PROBE_TIMEOUT = 1.0
+# Running this long makes the next failure a first one again (retried at once).
+STABLE_RUNNING = 10.0
+IDLE_WAKE = 1.0
 STOP_GRACE = 10.0
 # Time for every router to learn that an instance left (the table watch takes well under 1 s)
 # before its open connections are trusted to be the last ones.
@@ -69,8 +87,9 @@ BASE_ENV = ("PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "LC_CTYPE", "TZ
 
 
 def backoff(failures: int) -> float:
-    """Seconds before the next start after ``failures`` failures in a row."""
-    return float(min(10 * 2 ** (failures - 1), 300)) if failures > 0 else 0.0
+    """Seconds before the next start after ``failures`` failures in a row: none after the
+    first (a killed backend is back as soon as it can listen), then 10, 20, 40 ... capped at 300."""
+    return float(min(10 * 2 ** (failures - 2), 300)) if failures > 1 else 0.0
 
 
 def tail(path: Path, lines: int) -> list[str]:
@@ -112,6 +131,8 @@ class Instance:
     message: str = ""
     retry_at: float = 0.0
     next_probe: float = 0.0
+    running_since: float = 0.0  # clock() when it last became Running
+    drain_deadline: float = 0.0  # time.time() when its drain ends at the latest, while Draining
     fetch: asyncio.Task[None] | None = None
     drain: asyncio.Task[None] | None = None
     stopping: bool = False  # the drain is over: signals are on their way
@@ -227,22 +248,43 @@ class Supervisor:
             if i.pid is not None and i.create_time is not None
         }
 
+    def _drains(self) -> dict[str, DrainRecord]:
+        return {
+            i.spec.id: DrainRecord(
+                spec=i.spec, pid=i.pid, create_time=i.create_time, deadline=i.drain_deadline, restarts=i.restarts
+            )
+            for i in self.draining.values()
+            if i.pid is not None and i.create_time is not None
+        }
+
     def _persist(self) -> None:
-        self.record = self.record.model_copy(update={"processes": self._processes()})
+        self.record = self.record.model_copy(update={"processes": self._processes(), "draining": self._drains()})
         save_record(self.record_path, self.record)
 
     # --- start-up: adopt what still runs, kill what nobody wants -------------------------
 
     def adopt(self) -> None:
+        """Take back what the record lists and still runs; called on the event loop (a drain
+        resumes as a task)."""
+        for key, drain in self.record.draining.items():
+            if _alive(drain.pid, drain.create_time):
+                instance = Instance(
+                    drain.spec, pid=drain.pid, create_time=drain.create_time, restarts=drain.restarts, fetched=True
+                )
+                self._start_drain(instance, max(0.0, drain.deadline - time.time()))
+                log.info("adopted %s (pid %s), draining", key, drain.pid)
         for spec in self.record.instances:
-            instance = Instance(spec)
             kept = self.record.processes.get(spec.id)
             if kept and kept.spec_hash == spec.spec_hash and _alive(kept.pid, kept.create_time):
-                instance.pid, instance.create_time = kept.pid, kept.create_time
-                instance.state, instance.restarts, instance.fetched = "Starting", kept.restarts, True
+                instance = Instance(
+                    spec, "Starting", pid=kept.pid, create_time=kept.create_time, restarts=kept.restarts, fetched=True
+                )
                 log.info("adopted %s (pid %s)", spec.id, kept.pid)
+            else:  # or wanted back, unchanged, just before the agent stopped: its drain ends here
+                instance = self._revive(spec) or Instance(spec)
             self.instances[spec.id] = instance
-        adopted = {i.pid for i in self.instances.values() if i.pid is not None}
+        # Whole trees: an instance's children carry its markers too, and share its process group.
+        adopted = self.pids(children_table())
         for process in psutil.process_iter(["pid"]):
             try:
                 environ = process.environ()
@@ -267,18 +309,18 @@ class Supervisor:
             except Exception:  # one bad step must not end supervision of everything else
                 log.exception("supervisor step failed")
             self.changes.note(self.signature())
+            # Woken more often only while an instance is Starting, so an idle agent stays cheap.
+            starting = any(i.state == "Starting" for i in self.instances.values())
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), 1.0)
+                await asyncio.wait_for(self.wake.wait(), STARTING_PROBE_INTERVAL if starting else IDLE_WAKE)
             self.wake.clear()
 
     async def step(self) -> None:
         desired = {spec.id: spec for spec in self.record.instances}
-        changed = False
         for key, instance in list(self.instances.items()):
             if key not in desired or desired[key].spec_hash != instance.spec.spec_hash:
                 del self.instances[key]
                 await self.retire(instance)
-                changed = True
         for key, spec in desired.items():
             if key not in self.instances:
                 self.instances[key] = self._revive(spec) or Instance(spec)
@@ -287,15 +329,16 @@ class Supervisor:
                 instance.message = f"waiting for the previous process to drain: {self.draining[key].message}"
                 continue
             try:
-                changed |= await self.advance(instance)
+                await self.advance(instance)
             except Exception as exc:  # whatever goes wrong with one instance ends in its Error, with the reason
                 log.exception("%s: cannot advance", key)
                 self._fail(instance, None, f"internal error: {type(exc).__name__}: {exc}")
-        if changed:
+        # Whatever changed the processes (a start, an exit, a drain begun, ended or cancelled), on disk.
+        if (self._processes(), self._drains()) != (self.record.processes, self.record.draining):
             self._persist()
 
-    async def advance(self, instance: Instance) -> bool:
-        """Move one instance along; True when its process changed."""
+    async def advance(self, instance: Instance) -> None:
+        """Move one instance along."""
         now = self.clock()
         if instance.state == "Pending":
             instance.state = "Downloading"
@@ -305,31 +348,33 @@ class Supervisor:
             instance.fetch = None
             if problem is None:
                 instance.fetched = True
-                return self.spawn(instance)
-            self._fail(instance, None, f"cannot fetch the model: {problem}")
+                self.spawn(instance)
+            else:
+                self._fail(instance, None, f"cannot fetch the model: {problem}")
         elif instance.state in ("Starting", "Running"):
             code = self._exited(instance)
             if code is not False:
                 self._on_exit(instance, code)
-                return True
+                return
+            if instance.state == "Running" and instance.failures and now - instance.running_since >= STABLE_RUNNING:
+                instance.failures = 0
             if now >= instance.next_probe:
-                instance.next_probe = now + PROBE_INTERVAL
                 healthy = await self.probe(instance)
                 if healthy and instance.state == "Starting":
-                    instance.state, instance.failures, instance.message = "Running", 0, ""
+                    instance.state, instance.message, instance.running_since = "Running", "", now
                     log.info("%s is Running", instance.spec.id)
                 elif not healthy and instance.state == "Running":
                     instance.message = "health check failing"
                 elif healthy:
                     instance.message = ""
+                instance.next_probe = now + (PROBE_INTERVAL if instance.state == "Running" else STARTING_PROBE_INTERVAL)
             self._rotate(instance)
         elif instance.state == "Error" and instance.spec.restart_on_error and now >= instance.retry_at:
             instance.restarts += 1
-            if not instance.fetched:
+            if instance.fetched:
+                self.spawn(instance)
+            else:
                 instance.state = "Pending"
-                return False
-            return self.spawn(instance)
-        return False
 
     async def _fetch(self, instance: Instance) -> None:
         for ref in instance.spec.files:
@@ -339,6 +384,8 @@ class Supervisor:
         instance.failures += 1
         instance.state, instance.exit_code, instance.message = "Error", code, message
         instance.retry_at = self.clock() + backoff(instance.failures)
+        if instance.retry_at <= self.clock():  # retried at once: at the next step, not the next tick
+            self.wake.set()
         log.warning("%s: %s", instance.spec.id, message.splitlines()[0] if message else "error")
 
     def _exited(self, instance: Instance) -> int | Literal[False] | None:
@@ -391,18 +438,18 @@ class Supervisor:
             raise PermissionError(f"{found} is outside --allow-exec ({', '.join(self.allow_exec)})")
         return found
 
-    def spawn(self, instance: Instance) -> bool:
+    def spawn(self, instance: Instance) -> None:
         spec = instance.spec
         try:
             env = self.environment(spec)
             executable = self.executable(spec, env)
         except OSError as exc:
             self._fail(instance, None, f"cannot start: {exc}")
-            return False
+            return
         if port_taken(spec.port):
             holders = listeners().get(spec.port, set())
             self._fail(instance, None, f"cannot start: port {spec.port} is in use by {describe(holders)}")
-            return False
+            return
         self.log_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         fd = os.open(self.log_path(spec.id), os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         with os.fdopen(fd, "ab") as output:
@@ -421,16 +468,15 @@ class Supervisor:
                 )
             except (OSError, ValueError, subprocess.SubprocessError) as exc:
                 self._fail(instance, None, f"cannot start {spec.argv[0]}: {exc}")
-                return False
+                return
         instance.popen, instance.pid = popen, popen.pid
         try:
             instance.create_time = psutil.Process(popen.pid).create_time()
         except psutil.Error:
             instance.create_time = None
         instance.state, instance.exit_code, instance.message = "Starting", None, ""
-        instance.next_probe = self.clock() + 1.0
+        instance.next_probe = self.clock() + STARTING_PROBE_INTERVAL
         log.info("started %s (pid %s)", spec.id, popen.pid)
-        return True
 
     async def probe(self, instance: Instance) -> bool:
         """Healthy only when this instance's own process tree holds the port: a foreign
@@ -462,10 +508,14 @@ class Supervisor:
         if not serving or instance.spec.drain_seconds == 0 or instance.pid is None:
             await self.stop(instance)
             return
-        instance.state, instance.message = "Draining", "draining: waiting for the routers to stop sending requests"
-        self.draining[instance.spec.id] = instance
-        instance.drain = asyncio.create_task(self._drain_then_stop(instance))
+        self._start_drain(instance, instance.spec.drain_seconds)
         log.info("%s is Draining (at most %ss)", instance.spec.id, instance.spec.drain_seconds)
+
+    def _start_drain(self, instance: Instance, seconds: float) -> None:
+        instance.state, instance.message = "Draining", "draining: waiting for the routers to stop sending requests"
+        instance.drain_deadline = time.time() + seconds
+        self.draining[instance.spec.id] = instance
+        instance.drain = asyncio.create_task(self._drain_then_stop(instance, seconds))
 
     def _revive(self, spec: InstanceSpec) -> Instance | None:
         """A draining instance wanted back unchanged (scale down, then up again) keeps running."""
@@ -479,10 +529,10 @@ class Supervisor:
         log.info("%s is wanted again: its drain is cancelled", spec.id)
         return old
 
-    async def _drain_then_stop(self, instance: Instance) -> None:
-        limit = instance.spec.drain_seconds
+    async def _drain_then_stop(self, instance: Instance, limit: float) -> None:
         deadline = self.clock() + limit
         try:
+            # Resumed after an agent restart too: the routers may not have learned yet either.
             await asyncio.sleep(min(DRAIN_MIN, limit))
             while self.clock() < deadline:
                 clients = await asyncio.to_thread(client_connections, instance.processes(), instance.spec.port)
@@ -551,7 +601,8 @@ class Supervisor:
         return {ref.path for spec in self.record.instances for ref in spec.files}
 
     async def close(self) -> None:
-        """Stop supervising; draining processes keep running, as every instance does."""
+        """Stop supervising; draining processes keep running, as every instance does (the next
+        agent on this data dir finishes their drains)."""
         for instance in self.draining.values():
             if instance.drain is not None:
                 instance.drain.cancel()
