@@ -9,7 +9,7 @@ fails before any answer came. Faults, in random order, ``--cycles`` times each:
 - agent:    kill -9 of the agent, `up` again 2 s later
 - server:   kill -9 of the server (its planner process must die with it), `up` again 2 s later
 - router:   kill -9 of the second router, started again 2 s later
-- backend:  kill -9 of one echo instance; the agent restarts it (after its 10 s backoff)
+- backend:  kill -9 of one echo instance; the agent restarts it (the first restart is immediate)
 - scale:    2 -> 1 -> 2 replicas while long streams run
 - rollout:  a changed command: replicas replaced one at a time
 

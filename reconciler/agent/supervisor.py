@@ -73,9 +73,10 @@ PROBE_TIMEOUT = 1.0
 STABLE_RUNNING = 10.0
 IDLE_WAKE = 1.0
 STOP_GRACE = 10.0
-# Time for every router to learn that an instance left (the table watch takes well under 1 s)
-# before its open connections are trusted to be the last ones.
-DRAIN_MIN = 2.0
+# Time for every router to learn that an instance left (the table reaches them within the
+# server's pass plus 0.1 s) before its open connections are trusted to be the last ones. A late
+# router's next request finds the port closed before any byte went out, and is retried elsewhere.
+DRAIN_MIN = 1.0
 DRAIN_POLL = 0.25
 LOG_MAX_BYTES = 20 * 1024 * 1024
 TAIL_LINES = 20
