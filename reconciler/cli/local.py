@@ -335,7 +335,7 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
                     return dict(instance)
             elif status is not None:
                 progress.update(task, description="planning (the server reads the repo and the agent)")
-            time.sleep(1.0)
+            time.sleep(0.25)
     raise typer.Exit(_say(f"no model answered within {timeout:.0f}s; see `reconcile status` and {data}/*.log"))
 
 

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("reconciler.server")
 
 WAIT_S = 25.0  # each long poll; the agent answers sooner on a change
-RETRY_MAX_S = 5.0  # an agent that does not answer (or predates /v1/changes) is asked again this often at most
+RETRY_MAX_S = 2.0  # a restarted agent is seen within 2 s of answering; a refused connect costs little
 FOLLOW_EVERY_S = 1.0  # how soon a new agent in the revision, or a new leader, starts being watched
 
 
