@@ -244,13 +244,13 @@ def up_command(
     else:
         server_url = str(server_info["url"])
         typer.echo(f"the server already runs (pid {server_info['pid']}) on {server_url}")
-    _ensure_router(data, python, server_url, token_path, router_port)
+    router_url = _ensure_router(data, python, server_url, token_path, router_port)
     try:  # before waiting, so `reconcile status` works while the models start
         remember(data)
     except OSError as exc:
         typer.echo(f"cannot record {data} as the current cluster ({exc.strerror}); pass --data-dir", err=True)
-    instance = _wait_until_serving(data, timeout)
-    _next_steps(data, instance)
+    instance = _wait_until_serving(data, router_url, timeout)
+    _next_steps(data, router_url, instance)
 
 
 def _server_pid(data: Path) -> int | None:
@@ -264,11 +264,12 @@ def _server_pid(data: Path) -> int | None:
     return ours(_read_json(path), "serve", written)
 
 
-def _ensure_router(data: Path, python: list[str], server_url: str, token_path: Path, port: int) -> None:
+def _ensure_router(data: Path, python: list[str], server_url: str, token_path: Path, port: int) -> str:
+    """The URL of the router process, started unless it runs."""
     info = _read_json(data / "router.json")
     if ours(info, "router") and _healthy(str(info.get("url"))):
         typer.echo(f"the router already runs (pid {info['pid']}) on {info['url']}")
-        return
+        return str(info["url"])
     url = f"http://127.0.0.1:{port}"
     argv = [*python, "router", "--server", server_url, "--token-file", str(token_path), "--port", str(port)]
     pid = _spawn([*argv, "--host", "127.0.0.1", "--table-file", str(data / "router-table.json")], data / "router.log")
@@ -276,6 +277,7 @@ def _ensure_router(data: Path, python: list[str], server_url: str, token_path: P
     typer.echo(f"started the router (pid {pid}) on {url}; log {data / 'router.log'}")
     if not _wait_for(lambda: _healthy(url), 60):
         raise typer.Exit(_say(f"the router did not start; see {data / 'router.log'}"))
+    return url
 
 
 def _status(data: Path) -> dict[str, Any] | None:
@@ -307,7 +309,10 @@ def _answers(url: str, model: str) -> bool:
     return response.status_code == 200
 
 
-def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
+def _wait_until_serving(data: Path, router_url: str, timeout: float) -> dict[str, Any]:
+    """Until every main instance is Running and the chat route answers through the router (the
+    router process, not the status's routerUrl: a restarted server learns that only once the
+    router's watch comes back)."""
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     steps = {"Pending": 1, "Scheduled": 1, "Downloading": 1, "Starting": 2, "Running": 3}
@@ -328,9 +333,7 @@ def _wait_until_serving(data: Path, timeout: float) -> dict[str, Any]:
                     completed=steps.get(instance["state"], 1) + (fraction or 0),
                     description=f"{instance['id']}: {instance['state']} {instance['reason'][:60]}".strip(),
                 )
-                base = (status or {}).get("routerUrl") or instance["url"]
-                asked = CHAT_ROUTE if (status or {}).get("routerUrl") else instance["model"]
-                if all(i["state"] == "Running" for i in mains) and _answers(str(base), asked):
+                if all(i["state"] == "Running" for i in mains) and _answers(router_url, CHAT_ROUTE):
                     progress.update(task, completed=4, description=f"{instance['id']} answers")
                     return dict(instance)
             elif status is not None:
@@ -348,16 +351,12 @@ def command_name() -> str:
     return str(mine) if mine.exists() else f"{sys.executable} -m reconciler.cli"
 
 
-def _next_steps(data: Path, instance: dict[str, Any]) -> None:
-    status = _status(data) or {}
-    router = status.get("routerUrl")
-    base = router or instance["url"]
-    model = CHAT_ROUTE if router else instance["model"]
-    where = "the router" if router else "the instance directly (no router yet)"
+def _next_steps(data: Path, base: str, instance: dict[str, Any]) -> None:
+    model = CHAT_ROUTE
     prog = command_name()
     typer.echo(
         f"""
-The "{model}" model answers at {base}/v1 ({where}).
+The "{model}" model answers at {base}/v1 (the router).
 
 Try it:
   curl {base}/v1/chat/completions -H 'Content-Type: application/json' \\

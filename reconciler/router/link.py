@@ -32,7 +32,7 @@ log = logging.getLogger("reconciler.router")
 
 WATCH_WAIT_S = 5.0  # how long the server holds a watch open without a change (a change comes at once)
 MAX_TABLE_BYTES = 64 * 1024 * 1024
-MAX_BACKOFF_S = 5.0
+MAX_BACKOFF_S = 2.0  # a failed try costs a refused connect; a server back is confirmed within 2 s
 KEPT_BATCHES = 100_000  # undelivered usage batches kept while no server answers (one a second)
 
 
