@@ -5,8 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-import aiohttp
-
+from reconciler.router.h1 import BodyError, Response
 from reconciler.router.metrics import RouterMetrics
 from reconciler.router.requests import EVENT_END, event_data, json_body, usage_of
 from reconciler.router.types import Send
@@ -30,24 +29,24 @@ class Relay:
         self.usage = usage
 
     async def relay(
-        self, send: Send, response: aiohttp.ClientResponse, model: str, key: str, strip_usage: bool, started: float
+        self, send: Send, response: Response, model: str, key: str, strip_usage: bool, started: float
     ) -> None:
         """Pass the answer through as it arrives; meter usage on the way."""
-        content_type = response.headers.get("content-type", "")
+        content_type = response.content_type
         events = content_type.startswith("text/event-stream")
         drop = {b"content-length"} if events else set()
-        headers = [(k.lower(), v) for k, v in response.raw_headers if k.lower() not in DROPPED_RESPONSE_HEADERS | drop]
+        headers = [(k, v) for k, v in response.headers if k not in DROPPED_RESPONSE_HEADERS | drop]
         await send({"type": "http.response.start", "status": response.status, "headers": headers})
         kept = bytearray() if content_type.startswith("application/json") else None
         try:
             await self._pump(send, response, model, key, strip_usage, started, events, kept)
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (BodyError, TimeoutError) as exc:
             raise StreamBroken(str(exc)) from exc
 
     async def _pump(
         self,
         send: Send,
-        response: aiohttp.ClientResponse,
+        response: Response,
         model: str,
         key: str,
         strip_usage: bool,
@@ -59,7 +58,7 @@ class Relay:
         pending = b""
         # With a known length the last chunk ends the answer: one write less per request.
         remaining = None if events else response.content_length
-        async for chunk in response.content.iter_any():
+        async for chunk in response.chunks():
             if first:
                 self.metrics.of(self.metrics.ttft, model).observe(time.perf_counter() - started)
                 first = False
