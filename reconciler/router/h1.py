@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import cast
 from urllib.parse import urlsplit
@@ -67,8 +67,9 @@ class Response:
 class _Connection(asyncio.Protocol):
     """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
 
-    def __init__(self, read_timeout: float) -> None:
+    def __init__(self, read_timeout: float, on_lost: Callable[[_Connection], None]) -> None:
         self.read_timeout = read_timeout
+        self.on_lost = on_lost
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -108,6 +109,7 @@ class _Connection(asyncio.Protocol):
         elif not self.complete:
             self._fail(exc or ConnectionResetError("the instance closed the connection"))
         self._wake()
+        self.on_lost(self)
 
     # --- httptools callbacks -------------------------------------------------------------
 
@@ -244,9 +246,13 @@ class Pool:
             try:
                 return connection, await connection.send(request, head)
             except UpstreamError:
+                connection.close()
                 if connection.started:
                     raise
-                connection.close()  # closed by the instance while idle: once more on a new one
+                # Closed by the instance while it was idle: once more, on a new connection.
+            except BaseException:
+                connection.close()
+                raise
         connection = await self._connect()
         try:
             return connection, await connection.send(request, head)
@@ -268,11 +274,17 @@ class Pool:
         read_timeout = self.read_timeout
         try:
             _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(read_timeout), self.host, self.port), self.connect_timeout
+                loop.create_connection(lambda: _Connection(read_timeout, self._forget), self.host, self.port),
+                self.connect_timeout,
             )
         except OSError as exc:
             raise UpstreamError(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
         return connection
+
+    def _forget(self, connection: _Connection) -> None:
+        """An idle connection the instance closed leaves the pool at once."""
+        if connection in self.idle:
+            self.idle.remove(connection)
 
     def _release(self, connection: _Connection) -> None:
         if self.closed or not connection.reusable():

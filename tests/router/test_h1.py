@@ -140,13 +140,32 @@ def test_an_idle_connection_the_instance_closed_is_replaced_without_an_error() -
         writer.write(answer(b"{}"))  # keep-alive announced, then closed: as an idle timeout does
         await writer.drain()
 
-    async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[list[int], int]:
+    async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[list[int], int, int]:
         first = await fetch(pool)
         await asyncio.sleep(0.2)
-        return [first[0], (await fetch(pool))[0]], int(seen["connections"])
+        idle = len(pool.idle)  # the closed connection has left the pool
+        return [first[0], (await fetch(pool))[0]], int(seen["connections"]), idle
 
-    statuses, connections = run(one_each, scenario)
-    assert statuses == [200, 200] and connections == 2
+    statuses, connections, idle = run(one_each, scenario)
+    assert statuses == [200, 200] and connections == 2 and idle == 0
+
+
+def test_a_request_given_up_closes_its_connection() -> None:
+    async def slow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            await asyncio.sleep(0.5)
+            writer.write(answer(b"{}"))
+            await writer.drain()
+
+    async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[int, int]:
+        await fetch(pool)  # one idle connection, reused by the next request
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fetch(pool), 0.1)  # the client left: cancelled mid-request
+        await fetch(pool)
+        return len(pool.idle), int(seen["connections"])
+
+    assert run(slow, scenario) == (1, 2)
 
 
 def test_a_refused_connection_is_an_upstream_error() -> None:
