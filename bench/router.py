@@ -4,8 +4,8 @@ An OpenAI-shaped upstream on loopback (tests/router/upstream.py, its own process
 every request. Each proxy runs in its own process with one worker. The load generator
 (aiohttp, this process) measures latency p50/p99 at concurrency 1 and 32, requests/s at 32,
 and the time to the first byte of a streamed answer. Also measured, to justify the choices:
-our router served by uvicorn's pure-Python h11 on asyncio's loop, and a minimal httpx
-forwarder in place of aiohttp.
+our router served by uvicorn's pure-Python h11 on asyncio's loop, and the least forwarder
+one can build on each client (our h1, aiohttp, httpx): what the client alone costs.
 
 The same upstream is also deployed the way users run it: `reconcile up` (its own router
 process, an API key in the Cluster, metering to the server, health probes), with the
@@ -49,6 +49,7 @@ LITELLM_VENV = Path(os.environ.get("LITELLM_VENV", str(ROOT / ".venv-litellm")))
 BODY = {"model": "m", "messages": [{"role": "user", "content": "hello"}], "max_tokens": 8}
 KEY = "sk-" + "5eb1" * 16  # every proxy checks it: LiteLLM as its master key, ours by its SHA-256
 GEMMA = Path("/tmp/reconciler/models/gemma-3-270m-q4_k_m.gguf")
+OURS = "router (h1, httptools+uvloop)"
 
 
 def free_port() -> int:
@@ -99,43 +100,86 @@ def serve_router(port: int, upstreams: list[str], http: str, loop: str, strategy
     )
 
 
-def serve_httpx_forwarder(port: int, upstream: str) -> None:
-    """The least a proxy built on httpx does: read, forward, stream back. No routing at all."""
+def serve_forwarder(port: int, upstream: str, client_name: str) -> None:
+    """The least a proxy built on one HTTP client does: read, forward, stream back. No routing
+    at all: what the client alone costs (httpx, aiohttp, or our h1)."""
     import uvicorn
 
-    client: httpx.AsyncClient | None = None
+    forward = {"httpx": _via_httpx, "aiohttp": _via_aiohttp, "h1": _via_h1}[client_name](upstream)
 
     async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        nonlocal client
         if scope["type"] != "http":
             return
-        if client is None:
-            client = httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256))
         body = b""
         while True:
             message = await receive()
             body += message.get("body", b"")
             if not message.get("more_body"):
                 break
-        request = client.build_request(
-            "POST", upstream + scope["path"], content=body, headers={"content-type": "application/json"}
-        )
-        response = await client.send(request, stream=True)
-        await send(
-            {
-                "type": "http.response.start",
-                "status": response.status_code,
-                "headers": [(b"content-type", response.headers["content-type"].encode())],
-            }
-        )
+        await forward(scope["path"], body, send)
+
+    uvicorn.run(
+        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
+    )
+
+
+Forward = Callable[[str, bytes, Any], Any]
+
+
+async def _start(send: Any, status: int, content_type: bytes) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", content_type)]})
+
+
+def _via_httpx(upstream: str) -> Forward:
+    clients: list[httpx.AsyncClient] = []
+
+    async def forward(path: str, body: bytes, send: Any) -> None:
+        if not clients:
+            clients.append(httpx.AsyncClient(limits=httpx.Limits(max_connections=None, max_keepalive_connections=256)))
+        headers = {"content-type": "application/json"}
+        request = clients[0].build_request("POST", upstream + path, content=body, headers=headers)
+        response = await clients[0].send(request, stream=True)
+        await _start(send, response.status_code, response.headers["content-type"].encode())
         async for chunk in response.aiter_raw():
             await send({"type": "http.response.body", "body": chunk, "more_body": True})
         await response.aclose()
         await send({"type": "http.response.body", "body": b""})
 
-    uvicorn.run(
-        app, host="127.0.0.1", port=port, log_level="warning", access_log=False, loop="uvloop", http="httptools"
-    )
+    return forward
+
+
+def _via_aiohttp(upstream: str) -> Forward:
+    sessions: list[aiohttp.ClientSession] = []
+
+    async def forward(path: str, body: bytes, send: Any) -> None:
+        if not sessions:
+            connector = aiohttp.TCPConnector(limit=0, ssl=False)
+            sessions.append(aiohttp.ClientSession(connector=connector, auto_decompress=False))
+        headers = {"content-type": "application/json"}
+        async with sessions[0].post(upstream + path, data=body, headers=headers) as response:
+            await _start(send, response.status, response.headers["content-type"].encode())
+            async for chunk in response.content.iter_any():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return forward
+
+
+def _via_h1(upstream: str) -> Forward:
+    from reconciler.router.h1 import Pool
+
+    pools: list[Pool] = []
+
+    async def forward(path: str, body: bytes, send: Any) -> None:
+        if not pools:
+            pools.append(Pool(upstream))
+        async with pools[0].request("POST", path, [(b"content-type", b"application/json")], body) as response:
+            await _start(send, response.status, response.content_type.encode())
+            async for chunk in response.chunks():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b""})
+
+    return forward
 
 
 @contextmanager
@@ -241,9 +285,11 @@ def overhead(requests: int, with_litellm: bool) -> None:
     with process(self_argv("--serve-upstream", str(up_port)), f"{upstream}/v1/models"):
         rows["direct"] = measure("direct", f"{upstream}/v1/chat/completions", requests)
         variants: list[tuple[str, list[str]]] = [
-            ("router (aiohttp, httptools+uvloop)", ["--serve-router", upstream, "httptools", "uvloop"]),
-            ("router (aiohttp, h11+asyncio)", ["--serve-router", upstream, "h11", "asyncio"]),
-            ("minimal httpx forwarder", ["--serve-httpx", upstream]),
+            (OURS, ["--serve-router", upstream, "httptools", "uvloop"]),
+            ("router (h1, h11+asyncio)", ["--serve-router", upstream, "h11", "asyncio"]),
+            ("minimal forwarder on h1", ["--serve-forwarder", upstream, "h1"]),
+            ("minimal forwarder on aiohttp", ["--serve-forwarder", upstream, "aiohttp"]),
+            ("minimal forwarder on httpx", ["--serve-forwarder", upstream, "httpx"]),
         ]
         for name, args in variants:
             port = free_port()
@@ -257,7 +303,7 @@ def overhead(requests: int, with_litellm: bool) -> None:
                 print(f"LiteLLM: skipped, it did not start: {str(exc)[-300:]}")
         elif with_litellm:
             print("LiteLLM: skipped (not installed)")
-    ours, direct = rows["router (aiohttp, httptools+uvloop)"], rows["direct"]
+    ours, direct = rows[OURS], rows["direct"]
     print()
     print(
         f"added by our router at c=1: p50 {ours['p50'] - direct['p50']:.2f} ms (target <= 1), "
@@ -438,7 +484,7 @@ def _serve_router(args: list[str]) -> None:
 SERVE: dict[str, Callable[[list[str]], None]] = {
     "--serve-upstream": lambda a: serve_upstream(int(a[0])),
     "--serve-router": _serve_router,
-    "--serve-httpx": lambda a: serve_httpx_forwarder(int(a[0]), a[1]),
+    "--serve-forwarder": lambda a: serve_forwarder(int(a[0]), a[1], a[2]),
 }
 
 if __name__ == "__main__":
