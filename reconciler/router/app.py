@@ -43,8 +43,8 @@ OPENAI_PATHS = frozenset(
 USAGE_STREAMS = frozenset({"/v1/chat/completions", "/v1/completions"})  # the paths with stream_options
 PROXY_PREFIX = "/model/proxy/"
 DROPPED_REQUEST_HEADERS = frozenset(
-    {b"host", b"authorization", b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
-    | {b"content-length", b"proxy-authorization", b"x-model", b"expect"}  # the body is read whole: no 100-continue
+    {"host", "authorization", "connection", "keep-alive", "te", "trailer", "transfer-encoding", "upgrade"}
+    | {"content-length", "proxy-authorization", "x-model", "expect"}  # the body is read whole: no 100-continue
 )
 PATH_SAFE = "/:@!$&'()*+,;=-._~"  # kept as they are when the path is encoded again
 RETRY_STATUSES = frozenset({502, 503})
@@ -387,7 +387,8 @@ class Router:
         session = headers.get(session_header) if session_header else None
         query = scope.get("query_string", b"")
         target = quote(upstream_path, safe=PATH_SAFE) + ("?" + query.decode("latin-1") if query else "")
-        forward = [(k, v) for k, v in scope["headers"] if k not in DROPPED_REQUEST_HEADERS]
+        # One value per name, the one the router read too (the last): the instance sees what it decided on.
+        forward = [(k.encode("latin-1"), v) for k, v in headers.items() if k not in DROPPED_REQUEST_HEADERS]
         tried: set[str] = set()
         last = Refusal(502, f"no instance of {name!r} answered", "server_error", "bad_gateway")
         for attempt in range(2):

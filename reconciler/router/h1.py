@@ -23,7 +23,10 @@ MAX_HEADER_BYTES = 64 * 1024  # an instance's response headers, all together
 MAX_HEADERS = 256
 HIGH_WATER = 256 * 1024  # body bytes buffered before the instance's socket stops being read
 LOW_WATER = 64 * 1024
-KEEPALIVE_S = 60.0  # an idle connection older than this is not reused
+# An idle connection older than this is closed, not reused: below the 5 s after which uvicorn
+# (llama-cpp-python, vLLM, SGLang) closes one, so the instance rarely closes it as it is reused.
+KEEPALIVE_S = 4.0
+RESEND_WITHIN_S = 0.5  # a reused connection lost this soon after the request: sent again, once
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -74,11 +77,14 @@ class _Connection(asyncio.Protocol):
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
         self.used_at = time.monotonic()
+        self.busy = False  # a request is out: only then may bytes arrive
+        self.sent_at = 0.0
         self._reset()
 
     def _reset(self) -> None:
         self.headers: list[tuple[bytes, bytes]] = []
-        self.header_bytes = 0
+        self.header_bytes = 0  # of the headers parsed
+        self.head_seen = 0  # bytes received while the headers are not complete
         self.headed = False
         self.complete = False
         self.body: collections.deque[bytes] = collections.deque()
@@ -96,11 +102,21 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is one, though not a subclass
 
     def data_received(self, data: bytes) -> None:
+        if not self.busy:  # an answer nobody asked for: this connection can be trusted no more
+            self._fail(httptools.HttpParserError("the instance sent bytes while no request was out"))
+            return
         self.started = True
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError as exc:
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:
             self._fail(exc)
+            return
+        if not self.headed:
+            # httptools reports a header only once it ends: count the bytes as they come, so a
+            # header that never ends cannot grow without bound.
+            self.head_seen += len(data)
+            if self.head_seen > MAX_HEADER_BYTES:
+                self._fail(httptools.HttpParserError("the instance's response headers are too large"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -113,6 +129,10 @@ class _Connection(asyncio.Protocol):
 
     # --- httptools callbacks -------------------------------------------------------------
 
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer to one request
+            raise httptools.HttpParserError("the instance sent more than one answer")
+
     def on_header(self, name: bytes, value: bytes) -> None:
         self.header_bytes += len(name) + len(value)
         if self.header_bytes > MAX_HEADER_BYTES or len(self.headers) >= MAX_HEADERS:
@@ -121,11 +141,13 @@ class _Connection(asyncio.Protocol):
 
     def on_headers_complete(self) -> None:
         if 100 <= self.parser.get_status_code() < 200:  # informational (103): the answer follows
-            self.headers, self.header_bytes = [], 0
+            self.headers = []
             return
         self.headed = True
-        names = {name for name, _ in self.headers}
-        self.close_delimited = b"content-length" not in names and b"transfer-encoding" not in names
+        length = any(name == b"content-length" for name, _ in self.headers)
+        codings = [value for name, value in self.headers if name == b"transfer-encoding"]
+        chunked = bool(codings) and codings[-1].rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+        self.close_delimited = not length and not chunked  # its body ends with the connection
         self._wake()
 
     def on_body(self, body: bytes) -> None:
@@ -176,7 +198,7 @@ class _Connection(asyncio.Protocol):
             finally:
                 timer.cancel()
                 self.waiter = None
-        if self.error is not None:
+        if self.error is not None and not self.complete:  # a whole answer stands; the error ends reuse
             failure = TimeoutError if isinstance(self.error, TimeoutError) else BodyError
             raise failure(f"{type(self.error).__name__}: {self.error}".rstrip(": ")) from self.error
 
@@ -186,6 +208,7 @@ class _Connection(asyncio.Protocol):
 
     async def send(self, request: bytes, head: bool) -> Response:
         assert self.transport is not None
+        self.busy, self.sent_at = True, time.monotonic()
         self.transport.write(request)
         while not self.headed:
             try:
@@ -201,6 +224,7 @@ class _Connection(asyncio.Protocol):
 
     def recycle(self) -> None:
         self._reset()
+        self.busy = False
         self.used_at = time.monotonic()
 
     def close(self) -> None:
@@ -222,7 +246,7 @@ class Pool:
         self.authority = parts.netloc.encode("latin-1")
         self.connect_timeout = connect_timeout
         self.read_timeout = read_timeout
-        self.idle: list[_Connection] = []
+        self.idle: collections.deque[_Connection] = collections.deque()  # the oldest first
         self.closed = False
 
     @asynccontextmanager
@@ -247,9 +271,9 @@ class Pool:
                 return connection, await connection.send(request, head)
             except UpstreamError:
                 connection.close()
-                if connection.started:
-                    raise
-                # Closed by the instance while it was idle: once more, on a new connection.
+                if connection.started or time.monotonic() - connection.sent_at > RESEND_WITHIN_S:
+                    raise  # it may have worked on the request: the router decides about a retry
+                # Closed by the instance as it was reused: once more, on a new connection.
             except BaseException:
                 connection.close()
                 raise
@@ -261,24 +285,30 @@ class Pool:
             raise
 
     def _idle(self) -> _Connection | None:
-        cutoff = time.monotonic() - KEEPALIVE_S
+        self._expire()
         while self.idle:
-            connection = self.idle.pop()
-            if not connection.closed and connection.used_at > cutoff:
+            connection = self.idle.pop()  # the newest: the likeliest to be open still
+            if not connection.closed and connection.error is None:
                 return connection
             connection.close()
         return None
+
+    def _expire(self) -> None:
+        """Close idle connections past KEEPALIVE_S, from the oldest."""
+        cutoff = time.monotonic() - KEEPALIVE_S
+        while self.idle and self.idle[0].used_at <= cutoff:
+            self.idle.popleft().close()
 
     async def _connect(self) -> _Connection:
         loop = asyncio.get_running_loop()
         read_timeout = self.read_timeout
         try:
-            _, connection = await asyncio.wait_for(
-                loop.create_connection(lambda: _Connection(read_timeout, self._forget), self.host, self.port),
-                self.connect_timeout,
-            )
-        except OSError as exc:
-            raise UpstreamError(f"{type(exc).__name__}: {exc.strerror or exc}") from exc
+            async with asyncio.timeout(self.connect_timeout):  # unlike wait_for, never loses a cancel
+                _, connection = await loop.create_connection(
+                    lambda: _Connection(read_timeout, self._forget), self.host, self.port
+                )
+        except OSError as exc:  # TimeoutError included: an instance that does not answer, try another
+            raise UpstreamError(f"{type(exc).__name__}: {exc.strerror or exc or 'connect timed out'}") from exc
         return connection
 
     def _forget(self, connection: _Connection) -> None:
@@ -292,6 +322,7 @@ class Pool:
             return
         connection.recycle()
         self.idle.append(connection)
+        self._expire()
 
     def close(self) -> None:
         """Close the idle connections now, and each busy one once its answer is done."""

@@ -15,6 +15,7 @@ DROPPED_RESPONSE_HEADERS = frozenset(
     {b"connection", b"keep-alive", b"transfer-encoding", b"upgrade", b"trailer", b"proxy-authenticate"}
 )
 USAGE_BODY_LIMIT = 4 * 1024 * 1024  # answers larger than this are passed through without metering
+EVENT_LIMIT = 1024 * 1024  # an SSE event still open past this is passed through as it is, unmetered
 
 
 class StreamBroken(Exception):
@@ -63,7 +64,7 @@ class Relay:
                 self.metrics.of(self.metrics.ttft, model).observe(time.perf_counter() - started)
                 first = False
             if events:
-                chunk, pending = self._events(pending + chunk, model, key, strip_usage)
+                chunk, pending = self._events(pending, chunk, model, key, strip_usage)
                 if not chunk:
                     continue
             elif kept is not None:
@@ -81,11 +82,15 @@ class Relay:
             if document is not None:
                 self.meter(document, model, key)
 
-    def _events(self, data: bytes, model: str, key: str, strip_usage: bool) -> tuple[bytes, bytes]:
-        """Split complete SSE events off ``data``; meter and maybe drop the usage-only one."""
+    def _events(self, pending: bytes, chunk: bytes, model: str, key: str, strip_usage: bool) -> tuple[bytes, bytes]:
+        """Split complete SSE events off ``pending + chunk``; meter and maybe drop the usage-only one.
+
+        Only the new bytes are searched (an event end may straddle the two), so a long event
+        costs linear time."""
+        data = pending + chunk
         out: list[bytes] = []
         start = 0
-        for match in EVENT_END.finditer(data):
+        for match in EVENT_END.finditer(data, max(0, len(pending) - 3)):
             event = data[start : match.end()]
             start = match.end()
             if b'"usage"' in event:
@@ -94,6 +99,8 @@ class Relay:
                 if metered and strip_usage and document is not None and not document.get("choices"):
                     continue  # the usage-only chunk the client did not ask for
             out.append(event)
+        if len(data) - start > EVENT_LIMIT:
+            return b"".join(out) + data[start:], b""
         return b"".join(out), data[start:]
 
     def meter(self, document: dict[str, Any], model: str, key: str) -> bool:

@@ -276,3 +276,87 @@ def test_a_large_answer_to_a_slow_reader_pauses_the_socket_and_arrives_whole() -
 def test_only_plain_http_urls_make_a_pool() -> None:
     with pytest.raises(ValueError):
         Pool("https://127.0.0.1:1")
+
+
+def test_an_answer_nobody_asked_for_never_reaches_the_next_request() -> None:
+    answered = [0]
+
+    async def twice(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            answered[0] += 1
+            writer.write(answer(b"for request %d" % answered[0]))
+            await writer.drain()
+            if answered[0] == 1:
+                await asyncio.sleep(0.1)
+                writer.write(answer(b"stale extra answer"))  # while the connection is idle
+                await writer.drain()
+
+    async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[list[bytes], int]:
+        first = await fetch(pool)
+        await asyncio.sleep(0.3)
+        return [first[1], (await fetch(pool))[1], (await fetch(pool))[1]], int(seen["connections"])
+
+    answers, connections = run(twice, scenario)
+    assert answers == [b"for request 1", b"for request 2", b"for request 3"] and connections == 2
+
+
+def test_two_answers_in_one_packet_give_the_first_and_drop_the_connection() -> None:
+    async def doubled(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            writer.write(answer(b"one") + answer(b"two"))
+            await writer.drain()
+
+    async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[bytes, bytes, int]:
+        return (await fetch(pool))[1], (await fetch(pool))[1], int(seen["connections"])
+
+    assert run(doubled, scenario) == (b"one", b"one", 2)
+
+
+def test_a_header_that_never_ends_is_refused_before_the_timeout() -> None:
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nx-endless: ")
+        for _ in range(100):
+            writer.write(b"v" * 4096)
+            await writer.drain()
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(5)
+
+    with pytest.raises(UpstreamError, match="too large"):
+        run(endless, lambda pool, _: fetch(pool), read_timeout=30)
+
+
+def test_a_body_with_a_coding_other_than_chunked_ends_with_the_connection() -> None:
+    async def coded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\nconnection: close\r\n\r\nwhole")
+        await writer.drain()
+
+    assert run(coded, lambda pool, _: fetch(pool)) == (200, b"whole")
+
+
+def test_an_upgrade_answer_is_an_upstream_error() -> None:
+    async def upgrading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
+        await writer.drain()
+        await asyncio.sleep(1)
+
+    with pytest.raises(UpstreamError):
+        run(upgrading, lambda pool, _: fetch(pool))
+
+
+def test_idle_connections_past_the_keepalive_are_closed(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("reconciler.router.h1.KEEPALIVE_S", 0.2)
+
+    async def scenario(pool: Pool, _: dict[str, Any]) -> tuple[int, int]:
+        await asyncio.gather(*(fetch(pool) for _ in range(5)))  # five connections at once
+        burst = len(pool.idle)
+        await asyncio.sleep(0.3)
+        await fetch(pool)
+        return burst, len(pool.idle)
+
+    burst, after = run(keep_alive, scenario)
+    assert burst == 5 and after == 1

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reconciler.router import MemoryUsage, RouterMetrics
-from reconciler.router.relay import Relay
+from reconciler.router.relay import EVENT_LIMIT, Relay
 from reconciler.router.requests import form_model, key_name, query_model, usage_of
 from reconciler.router.usage import UsageBuffer
 
@@ -29,7 +29,7 @@ def relay_all(pieces: list[bytes], strip: bool) -> tuple[bytes, UsageBuffer]:
     relay = Relay(RouterMetrics(), buffer)
     out, pending = [], b""
     for piece in pieces:
-        sent, pending = relay._events(pending + piece, "m", "k", strip)
+        sent, pending = relay._events(pending, piece, "m", "k", strip)
         out.append(sent)
     return b"".join(out) + pending, buffer
 
@@ -43,6 +43,16 @@ def test_any_chunking_gives_the_same_events(cuts, strip):
     assert out == (STREAM.replace(USAGE, b"") if strip else STREAM)
     # Tokens only: requests and errors are counted by the app.
     assert [list(v) for v in buffer._pending.values()] == [[7, 3, 0, 0]]
+
+
+def test_an_event_that_never_ends_is_passed_through_past_the_limit():
+    relay = Relay(RouterMetrics(), UsageBuffer(MemoryUsage()))
+    piece, pending, out = b"data: " + b"x" * 65536, b"", []
+    for _ in range(40):  # 2.5 MiB without an event end
+        sent, pending = relay._events(pending, piece, "m", "k", True)
+        out.append(sent)
+        assert len(pending) <= EVENT_LIMIT
+    assert b"".join(out) + pending == piece * 40
 
 
 def test_lf_only_events_split_too():
