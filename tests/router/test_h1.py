@@ -31,6 +31,18 @@ def answer(body: bytes, *extra: bytes) -> bytes:
     )
 
 
+def replying(data: bytes, linger: float = 0.0) -> Handler:
+    """A server that answers one request with ``data`` as it is, then waits ``linger`` s and closes."""
+
+    async def handler(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await read_request(reader)
+        writer.write(data)
+        await writer.drain()
+        await asyncio.sleep(linger)
+
+    return handler
+
+
 def run(handler: Handler, scenario: Callable[[Pool, dict[str, Any]], Awaitable[Any]], **pool: Any) -> Any:
     """Serve ``handler`` on a free loopback port and run ``scenario`` against a Pool to it."""
 
@@ -122,10 +134,7 @@ def test_a_chunked_stream_arrives_as_it_is_sent() -> None:
 
 
 def test_a_body_without_length_ends_with_the_connection() -> None:
-    async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
-        await writer.drain()
+    closing = replying(b"HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nall of it")
 
     async def twice(pool: Pool, seen: dict[str, Any]) -> tuple[list[tuple[int, bytes]], int]:
         return [await fetch(pool), await fetch(pool)], int(seen["connections"])
@@ -135,10 +144,7 @@ def test_a_body_without_length_ends_with_the_connection() -> None:
 
 
 def test_an_idle_connection_the_instance_closed_is_replaced_without_an_error() -> None:
-    async def one_each(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer(b"{}"))  # keep-alive announced, then closed: as an idle timeout does
-        await writer.drain()
+    one_each = replying(answer(b"{}"))  # keep-alive announced, then closed: as an idle timeout does
 
     async def scenario(pool: Pool, seen: dict[str, Any]) -> tuple[list[int], int, int]:
         first = await fetch(pool)
@@ -185,11 +191,7 @@ def test_silence_before_or_during_the_answer_is_a_timeout() -> None:
         await read_request(reader)
         await asyncio.sleep(5)
 
-    async def stalling(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
-        await writer.drain()
-        await asyncio.sleep(5)
+    stalling = replying(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf", 5)
 
     with pytest.raises(TimeoutError):
         run(silent, lambda pool, _: fetch(pool), read_timeout=0.3)
@@ -198,10 +200,7 @@ def test_silence_before_or_during_the_answer_is_a_timeout() -> None:
 
 
 def test_a_connection_cut_mid_answer_is_a_body_error_and_before_it_an_upstream_error() -> None:
-    async def cut_mid_body(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
-        await writer.drain()
+    cut_mid_body = replying(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nhalf")
 
     async def cut_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
@@ -222,31 +221,20 @@ def test_a_connection_cut_mid_answer_is_a_body_error_and_before_it_an_upstream_e
     ids=["many headers", "one huge header", "garbage"],
 )
 def test_oversized_or_malformed_headers_are_refused(answer_bytes: bytes) -> None:
-    async def hostile(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer_bytes)
-        await writer.drain()
-        await asyncio.sleep(1)
+    hostile = replying(answer_bytes, 1)
 
     with pytest.raises(UpstreamError):
         run(hostile, lambda pool, _: fetch(pool))
 
 
 def test_head_has_no_body_whatever_its_length_says() -> None:
-    async def head(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(2)
+    head = replying(b"HTTP/1.1 200 OK\r\ncontent-length: 1000\r\n\r\n", 2)
 
     assert run(head, lambda pool, _: fetch(pool, method="HEAD"), read_timeout=1) == (200, b"")
 
 
 def test_an_informational_answer_before_the_answer_is_skipped() -> None:
-    async def hints(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" + answer(b"{}"))
-        await writer.drain()
+    hints = replying(b"HTTP/1.1 103 Early Hints\r\nlink: </x>\r\n\r\n" + answer(b"{}"))
 
     assert run(hints, lambda pool, _: fetch(pool)) == (200, b"{}")
 
@@ -254,10 +242,7 @@ def test_an_informational_answer_before_the_answer_is_skipped() -> None:
 def test_a_large_answer_to_a_slow_reader_pauses_the_socket_and_arrives_whole() -> None:
     body = bytes(range(256)) * 16 * 1024  # 4 MiB
 
-    async def large(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(answer(body))
-        await writer.drain()
+    large = replying(answer(body))
 
     async def scenario(pool: Pool, _: dict[str, Any]) -> tuple[bytes, bool]:
         paused = False
@@ -329,20 +314,13 @@ def test_a_header_that_never_ends_is_refused_before_the_timeout() -> None:
 
 
 def test_a_body_with_a_coding_other_than_chunked_ends_with_the_connection() -> None:
-    async def coded(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\nconnection: close\r\n\r\nwhole")
-        await writer.drain()
+    coded = replying(b"HTTP/1.1 200 OK\r\ntransfer-encoding: identity\r\nconnection: close\r\n\r\nwhole")
 
     assert run(coded, lambda pool, _: fetch(pool)) == (200, b"whole")
 
 
 def test_an_upgrade_answer_is_an_upstream_error() -> None:
-    async def upgrading(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n")
-        await writer.drain()
-        await asyncio.sleep(1)
+    upgrading = replying(b"HTTP/1.1 101 Switching Protocols\r\nupgrade: websocket\r\nconnection: upgrade\r\n\r\n", 1)
 
     with pytest.raises(UpstreamError):
         run(upgrading, lambda pool, _: fetch(pool))
