@@ -225,6 +225,7 @@ def up_command(
                 *python,
                 "serve",
                 f"file://{data / 'repo'}",
+                "--watch-refs",
                 "--branch",
                 "main",
                 "--data-dir",

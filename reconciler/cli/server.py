@@ -64,6 +64,13 @@ def serve_command(
     watch: Annotated[
         Path | None, typer.Option("--watch", help="Follow a local folder instead of git (fast edit loop).")
     ] = None,
+    watch_refs: Annotated[
+        bool,
+        typer.Option(
+            "--watch-refs",
+            help="With a file:// GIT_URL: fetch as soon as its refs change (a commit), not only at sync.interval.",
+        ),
+    ] = False,
     data_dir: DataDir = None,
     host: Annotated[str, typer.Option("--host", help="Address to listen on.")] = "0.0.0.0",
     port: Annotated[int, typer.Option("--port", help="Port of the server API.")] = 10160,
@@ -116,7 +123,9 @@ def serve_command(
     secret = _read_file_or_die(webhook_secret_file, "webhook secret").encode() if webhook_secret_file else None
     try:
         source: DirSource | GitSource = (
-            DirSource(watch) if watch is not None else GitSource(str(git_url), branch, path, data / "source")
+            DirSource(watch)
+            if watch is not None
+            else GitSource(str(git_url), branch, path, data / "source", watch_refs=watch_refs)
         )
     except SourceUnavailable as exc:
         raise die(str(exc)) from exc

@@ -29,9 +29,13 @@ class Checkout:
 class GitSource:
     """``url`` (file://, ssh or https), ``branch`` and ``path`` inside the repository."""
 
-    def __init__(self, url: str, branch: str, path: str, workdir: Path) -> None:
+    def __init__(self, url: str, branch: str, path: str, workdir: Path, watch_refs: bool = False) -> None:
+        """``watch_refs``: a file:// repository on this machine announces each change of its refs."""
         if not _BRANCH.match(branch) or branch.startswith("-") or ".." in branch:
             raise SourceUnavailable(f"{branch!r} is not a branch name")
+        if watch_refs and not url.startswith("file://"):
+            raise SourceUnavailable(f"{url}: only a file:// repository's refs can be watched")
+        self.watch_refs = watch_refs
         self.url = url
         self.branch = branch
         self.path = path.strip("/") or "."
@@ -71,9 +75,9 @@ class GitSource:
         return Checkout(revision, (target / self.path).resolve())
 
     async def changes(self) -> AsyncIterator[None]:
-        """For a repository on this machine (file://), one item per change of its refs: a commit
-        there is fetched at once, not at the next poll. Remote repositories yield nothing."""
-        if not self.url.startswith("file://"):
+        """With ``watch_refs``, one item per change of the repository's refs: a commit there is
+        fetched at once, not at the next poll. Otherwise nothing."""
+        if not self.watch_refs:
             return
         local = Path(self.url.removeprefix("file://"))
         gitdir = local / ".git" if (local / ".git").is_dir() else local

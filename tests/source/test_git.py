@@ -86,7 +86,7 @@ def test_an_older_revision_beside_the_branch(origin: Path, tmp_path: Path) -> No
 
 
 def test_a_commit_in_a_local_repository_is_announced(origin: Path, tmp_path: Path) -> None:
-    source = GitSource(f"file://{origin}", "main", "", tmp_path / "work")
+    source = GitSource(f"file://{origin}", "main", "", tmp_path / "work", watch_refs=True)
 
     async def first_change() -> None:
         changes = source.changes()
@@ -102,8 +102,12 @@ def test_a_commit_in_a_local_repository_is_announced(origin: Path, tmp_path: Pat
     asyncio.run(first_change())
 
 
-def test_a_remote_repository_announces_nothing(tmp_path: Path) -> None:
+def test_without_watch_refs_nothing_is_announced_and_only_local_refs_can_be_watched(
+    origin: Path, tmp_path: Path
+) -> None:
     async def items() -> list[None]:
-        return [item async for item in GitSource("https://example.invalid/r.git", "main", "", tmp_path).changes()]
+        return [item async for item in GitSource(f"file://{origin}", "main", "", tmp_path).changes()]
 
     assert asyncio.run(items()) == []
+    with pytest.raises(SourceUnavailable, match="file://"):
+        GitSource("https://example.invalid/r.git", "main", "", tmp_path, watch_refs=True)
