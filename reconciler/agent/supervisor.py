@@ -378,8 +378,11 @@ class Supervisor:
                 instance.state = "Pending"
 
     async def _fetch(self, instance: Instance) -> None:
-        for ref in instance.spec.files:
-            await asyncio.to_thread(self.files.fetch, ref, instance.progress)
+        try:
+            for ref in instance.spec.files:
+                await asyncio.to_thread(self.files.fetch, ref, instance.progress)
+        finally:  # started at once, not at the next idle tick (a rollout step would wait 1 s)
+            self.wake.set()
 
     def _fail(self, instance: Instance, code: int | None, message: str) -> None:
         instance.failures += 1

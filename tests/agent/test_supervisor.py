@@ -156,6 +156,24 @@ def test_no_restart_when_restart_on_error_is_off(tmp_path):
     asyncio.run(scenario())
 
 
+def test_a_finished_fetch_wakes_the_loop_so_the_start_does_not_wait_for_the_idle_tick(tmp_path):
+    async def scenario() -> None:
+        supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"), Clock())
+        supervisor.accept(1, [spec("a", "import time; time.sleep(60)")])
+        await supervisor.step()
+        instance = supervisor.instances["a"]
+        assert instance.state == "Downloading" and instance.fetch is not None
+        supervisor.wake.clear()
+        await instance.fetch
+        assert supervisor.wake.is_set()
+        await supervisor.step()
+        assert instance.state == "Starting" and instance.pid is not None
+        await supervisor.stop(instance)
+        await supervisor.close()
+
+    asyncio.run(scenario())
+
+
 def test_generations(tmp_path):
     supervisor = Supervisor(tmp_path, ModelFiles(tmp_path / "cache"))
     first = [spec("a", "pass")]
