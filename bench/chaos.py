@@ -283,6 +283,8 @@ class Load:
         except httpx.TransportError as exc:
             where = "mid-answer" if answered else "before answer"
             return f"{where}: {type(exc).__name__}", answered
+        if stream and lines and '"error"' in lines[-1]:
+            return "stream ended with an error event", True
         if stream and (not lines or lines[-1] != "data: [DONE]"):
             return "stream cut without [DONE]", True
         return "", True

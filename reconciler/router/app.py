@@ -420,7 +420,7 @@ class Router:
                     try:
                         await self.relay.relay(send, response, entry.name, key, strip_usage, started)
                     except StreamBroken:
-                        # The client sees the connection close mid-answer, the one honest signal left.
+                        # Too late for a status: an event stream got an error event, any other body is cut.
                         self.balancer.failed(endpoint, time.monotonic())
                         return 502
                     if response.status >= 500:

@@ -18,8 +18,17 @@ USAGE_BODY_LIMIT = 4 * 1024 * 1024  # answers larger than this are passed throug
 EVENT_LIMIT = 1024 * 1024  # an SSE event still open past this is passed through as it is, unmetered
 
 
+# What a client reads when the instance fails mid-stream: the OpenAI SDK raises it as an
+# APIError, where a cut connection would surface as a transport error of its HTTP library.
+BROKEN_EVENT = (
+    b'data: {"error": {"message": "the instance failed mid-answer; the answer is incomplete", '
+    b'"type": "server_error", "code": "upstream_error"}}\n\n'
+)
+
+
 class StreamBroken(Exception):
-    """The instance failed after the answer had started: too late to retry or to answer an error."""
+    """The instance failed after the answer had started: too late to retry or to answer an error
+    status. An event stream has been ended with an error event; any other body is left cut."""
 
 
 class Relay:
@@ -42,6 +51,8 @@ class Relay:
         try:
             await self._pump(send, response, model, key, strip_usage, started, events, kept)
         except (BodyError, TimeoutError) as exc:
+            if events:  # the event cut short is dropped; a blank line first ends one passed through open
+                await send({"type": "http.response.body", "body": b"\n\n" + BROKEN_EVENT, "more_body": False})
             raise StreamBroken(str(exc)) from exc
 
     async def _pump(

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import socket
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -258,13 +260,44 @@ def test_metrics_exposed(upstreams, router_url):
     assert json.loads(httpx.get(f"{url}/healthz").text) == {"status": "ok"}
 
 
-def test_instance_silent_mid_stream_closes_the_answer(upstreams, router_url):
+def test_instance_silent_mid_stream_ends_the_stream_with_an_error_event(upstreams, router_url):
     router, _, url = router_url
     router.update_table(table(upstreams))
     body = {"model": "m", "messages": [], "stream": True, "chunks": 3, "chunk_delay": 3}
-    with pytest.raises(httpx.RemoteProtocolError):  # no error status is possible after the first byte
-        httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)
+    answer = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=10)  # too late for an error status
+    events = [line for line in answer.text.splitlines() if line.startswith("data:")]
+    assert answer.status_code == 200 and len(events) == 2 and "t0" in events[0]
+    assert json.loads(events[1].removeprefix("data:"))["error"]["code"] == "upstream_error"
     assert chat(url).status_code == 200
+
+
+def test_an_instance_killed_mid_stream_is_an_api_error_for_the_openai_sdk(router_url):
+    import openai
+
+    first = b'data: {"id": "c1", "object": "chat.completion.chunk", "created": 0, "model": "m", "choices": '
+    first += b'[{"index": 0, "delta": {"content": "t0"}, "finish_reason": null}]}\r\n\r\n'
+
+    def dies_mid_stream(sock: socket.socket) -> None:  # what a kill -9 leaves: a chunked body never ended
+        with sock:
+            connection, _ = sock.accept()
+            with connection:
+                connection.recv(65536)
+                head = b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ntransfer-encoding: chunked\r\n\r\n"
+                connection.sendall(head + b"%x\r\n%b\r\n" % (len(first), first))
+                time.sleep(0.2)
+
+    sock = free_socket()
+    sock.listen()
+    port = sock.getsockname()[1]
+    threading.Thread(target=dies_mid_stream, args=(sock,), daemon=True).start()
+    router, _, url = router_url
+    router.update_table(RoutingTable({"m": ModelEntry("m", (Endpoint("x", f"http://127.0.0.1:{port}"),))}, {}, {}))
+    client = openai.OpenAI(base_url=f"{url}/v1", api_key="none", max_retries=0)
+    stream = client.chat.completions.create(model="m", messages=[{"role": "user", "content": "hi"}], stream=True)
+    got = []
+    with pytest.raises(openai.APIError, match="the instance failed mid-answer"):
+        got.extend(chunk.choices[0].delta.content for chunk in stream)
+    assert got == ["t0"]
 
 
 def test_model_from_query_and_missing_model(upstreams, router_url):
