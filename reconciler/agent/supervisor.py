@@ -402,6 +402,8 @@ class Supervisor:
         return None
 
     def _on_exit(self, instance: Instance, code: int | None) -> None:
+        if instance.state == "Running" and self.clock() - instance.running_since >= STABLE_RUNNING:
+            instance.failures = 0  # a stable run ended: whether a step saw it end first or not
         instance.popen, instance.pid, instance.create_time = None, None, None
         lines = "\n".join(tail(self.log_path(instance.spec.id), TAIL_LINES))
         how = f"exited with code {code}" if code is not None else "exited (exit code unknown: adopted process)"

@@ -130,8 +130,10 @@ def test_the_failure_count_resets_once_running_is_stable(tmp_path):
         clock.now += 10
         await running()
         clock.now += STABLE_RUNNING
+        os.kill(srv.pid, signal.SIGKILL)
+        srv.popen.wait()  # dead before any step saw the stable run end: the exit still counts it
         await supervisor.step()
-        await kill()  # after a stable run, a failure is a first one again
+        assert srv.state == "Error"  # after a stable run, a failure is a first one again
         assert (srv.failures, srv.retry_at, srv.restarts) == (1, clock.now, 2)
         await supervisor.step()
         assert (srv.state, srv.restarts) == ("Starting", 3)
