@@ -1,10 +1,12 @@
 """The control plane at rest: CPU of the server, its planner process and the agent, nothing changing.
 
 Starts what `reconcile up` starts (a git repo seeded from examples/quickstart, one agent, the
-server with its router) on free ports in a temporary data dir, waits until Gemma is Running,
-then samples for ``--seconds`` (60): CPU time from /proc of the server, its children (the
-planner process, and the `git` commands it ran) and of the agent (not the backends it runs),
-and each pass's duration from /api/status. Targets: control plane < 2% of one core; a no-op pass < 50 ms.
+server watching the repository's refs, a router process) on free ports in a temporary data
+dir, waits until Gemma is Running, then samples for ``--seconds`` (60): CPU time from /proc
+of the server, its children (the planner process, and the `git` commands it ran) and of the
+agent (not the backends it runs), and each pass's duration from /api/status. The router is
+the data plane: its CPU (health probes, the table watch) is printed on a line of its own.
+Targets: control plane < 2% of one core; a no-op pass < 50 ms.
 
     python bench/idle.py [--seconds 60]
 """
@@ -88,10 +90,12 @@ def stop_instances(agent_url: str, token: str, timeout: float = 90) -> None:
         time.sleep(0.5)
 
 
-def sample(server: int, agent: int, url: str, token: str, seconds: float) -> tuple[float, float, list[float]]:
-    """CPU seconds of (server + its children, agent) over the window, and the pass durations seen."""
+def sample(
+    server: int, agent: int, router: int, url: str, token: str, seconds: float
+) -> tuple[float, float, float, list[float]]:
+    """CPU seconds of (server + its children, agent, router) over the window, and the pass durations seen."""
     helpers = children(server)  # the planner process (and multiprocessing's resource tracker)
-    before = plane_seconds(server, helpers), cpu_seconds(agent)
+    before = plane_seconds(server, helpers), cpu_seconds(agent), cpu_seconds(router)
     durations: dict[float, float] = {}
     end = time.monotonic() + seconds
     while time.monotonic() < end:
@@ -100,8 +104,8 @@ def sample(server: int, agent: int, url: str, token: str, seconds: float) -> tup
         last = body.get("lastPass") or {}
         if last.get("at"):
             durations[last["at"]] = last["duration"]
-    after = plane_seconds(server, sorted({*helpers, *children(server)})), cpu_seconds(agent)
-    return after[0] - before[0], after[1] - before[1], list(durations.values())
+    after = plane_seconds(server, sorted({*helpers, *children(server)})), cpu_seconds(agent), cpu_seconds(router)
+    return after[0] - before[0], after[1] - before[1], after[2] - before[2], list(durations.values())
 
 
 def main() -> None:
@@ -123,16 +127,19 @@ def main() -> None:
         agent_flags += ["--worker-name", "local", "--worker-ip", "127.0.0.1", "--token-file", str(token_path)]
         agent = spawn([*python, "agent", *agent_flags], data / "agent.log")
         server_flags = [f"file://{data / 'repo'}", "--branch", "main", "--data-dir", str(data), "--host", "127.0.0.1"]
-        server_flags += ["--port", str(port), "--agent-token-file", str(token_path), "--router-port", str(router_port)]
+        server_flags += ["--port", str(port), "--agent-token-file", str(token_path), "--watch-refs"]
         server = spawn([*python, "serve", *server_flags], data / "server.log")
+        url = f"http://127.0.0.1:{port}"
+        router_flags = ["--server", url, "--token-file", str(token_path), "--port", str(router_port)]
+        router = spawn([*python, "router", *router_flags, "--host", "127.0.0.1"], data / "router.log")
         try:
-            url = f"http://127.0.0.1:{port}"
             wait_running(url, token)
             time.sleep(5)  # let the passes that started the model settle
-            plane, agent_cpu, passes = sample(server.pid, agent.pid, url, token, args.seconds)
+            plane, agent_cpu, router_cpu, passes = sample(server.pid, agent.pid, router.pid, url, token, args.seconds)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            server.wait(30)
+            for process in (router, server):
+                os.killpg(process.pid, signal.SIGTERM)
+                process.wait(30)
             stop_instances(f"http://127.0.0.1:{agent_port}", token)  # backends outlive their agent by design
             os.killpg(agent.pid, signal.SIGTERM)
             agent.wait(30)
@@ -141,6 +148,7 @@ def main() -> None:
     print(f"  server + planner  {plane:6.2f} CPU-s  {100 * plane / args.seconds:5.2f}% of a core")
     print(f"  agent             {agent_cpu:6.2f} CPU-s  {100 * agent_cpu / args.seconds:5.2f}% of a core")
     print(f"  total             {total:6.2f} CPU-s  {100 * total / args.seconds:5.2f}% of a core (target < 2%)")
+    print(f"  router (data plane) {router_cpu:4.2f} CPU-s  {100 * router_cpu / args.seconds:5.2f}% of a core")
     if passes:
         print(
             f"  passes: {len(passes)}, duration median {1000 * statistics.median(passes):.1f} ms, "

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import errno
+import os
 import socket
 
 import psutil
+
+from reconciler.agent.sockdiag import listening_sockets
 
 Children = dict[int, list[int]]  # pid -> the pids of its children
 
@@ -51,8 +54,57 @@ def tree_rss(processes: list[psutil.Process]) -> int | None:
     return total if seen else None
 
 
+def _listening() -> dict[int, int] | None:
+    """Socket inode -> port of each listening TCP socket; None where the kernel has no
+    sock_diag (then psutil answers, reading /proc/net/tcp)."""
+    try:
+        return listening_sockets()
+    except OSError:
+        return None
+
+
+def _socket_inodes(pid: int) -> set[int]:
+    """The inodes of the sockets a process holds open; empty when it is gone or not ours to read."""
+    folder = f"/proc/{pid}/fd"
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return set()
+    inodes = set()
+    for name in names:
+        try:
+            target = os.readlink(f"{folder}/{name}")
+        except OSError:
+            continue
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
 def tree_listening(processes: list[psutil.Process]) -> set[int]:
     """TCP ports these processes listen on."""
+    listening = _listening()
+    if listening is None:
+        return _psutil_listening(processes)
+    return {listening[i] for process in processes for i in _socket_inodes(process.pid) if i in listening}
+
+
+def listeners() -> dict[int, set[int | None]]:
+    """Every TCP port something listens on here, with the listening pids (None: another user's)."""
+    listening = _listening()
+    if listening is None:
+        return _psutil_listeners()
+    owners: dict[int, set[int]] = {}
+    for pid in psutil.pids():
+        for inode in _socket_inodes(pid) & listening.keys():
+            owners.setdefault(inode, set()).add(pid)
+    found: dict[int, set[int | None]] = {}
+    for inode, port in listening.items():
+        found.setdefault(port, set()).update(owners.get(inode) or {None})
+    return found
+
+
+def _psutil_listening(processes: list[psutil.Process]) -> set[int]:
     ports: set[int] = set()
     for process in processes:
         try:
@@ -63,8 +115,7 @@ def tree_listening(processes: list[psutil.Process]) -> set[int]:
     return ports
 
 
-def listeners() -> dict[int, set[int | None]]:
-    """Every TCP port something listens on here, with the listening pids (None: another user's)."""
+def _psutil_listeners() -> dict[int, set[int | None]]:
     try:
         connections = psutil.net_connections(kind="tcp")
     except psutil.Error:

@@ -102,9 +102,8 @@ def seed_repo(repo: Path, agent_url: str) -> None:
         if str(SMOLLM2) in text and not SMOLLM2.exists():
             raise typer.Exit(_say(f"{SMOLLM2} is missing; run scripts/fetch-smollm2"))
         (repo / file.name).write_text(text, encoding="utf-8")
-    cluster = repo / "cluster.yaml"
-    # A local repo is cheap to poll: a plain `git commit` shows within seconds.
-    cluster.write_text(cluster.read_text(encoding="utf-8") + "  sync:\n    interval: 3s\n", encoding="utf-8")
+    # No short sync.interval: `up` runs the server with --watch-refs, so a commit is fetched at
+    # once; polling every few seconds cost an idle cluster a `git fetch` each time.
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", "Quickstart: SmolLM2 135M Instruct behind the chat route, and Gemma 3 270M")
