@@ -29,6 +29,8 @@ TIMEOUT_S = 1.0
 def listening_sockets() -> dict[int, int]:
     """Socket inode -> port of each listening TCP socket (IPv4 and IPv6) in this network
     namespace. Raises OSError where the kernel offers no sock_diag."""
+    if not hasattr(socket, "AF_NETLINK"):  # not Linux
+        raise OSError("sock_diag: no netlink sockets on this system")
     found: dict[int, int] = {}
     for family in (socket.AF_INET, socket.AF_INET6):
         found.update(_dump(family))
