@@ -357,8 +357,7 @@ class Supervisor:
             if code is not False:
                 self._on_exit(instance, code)
                 return
-            if instance.state == "Running" and instance.failures and now - instance.running_since >= STABLE_RUNNING:
-                instance.failures = 0
+            self._forget_failures_after_a_stable_run(instance)
             if now >= instance.next_probe:
                 healthy = await self.probe(instance)
                 if healthy and instance.state == "Starting":
@@ -401,9 +400,12 @@ class Supervisor:
             return False
         return None
 
-    def _on_exit(self, instance: Instance, code: int | None) -> None:
+    def _forget_failures_after_a_stable_run(self, instance: Instance) -> None:
         if instance.state == "Running" and self.clock() - instance.running_since >= STABLE_RUNNING:
-            instance.failures = 0  # a stable run ended: whether a step saw it end first or not
+            instance.failures = 0
+
+    def _on_exit(self, instance: Instance, code: int | None) -> None:
+        self._forget_failures_after_a_stable_run(instance)  # whether a step saw the run end stable or not
         instance.popen, instance.pid, instance.create_time = None, None, None
         lines = "\n".join(tail(self.log_path(instance.spec.id), TAIL_LINES))
         how = f"exited with code {code}" if code is not None else "exited (exit code unknown: adopted process)"
